@@ -1,0 +1,358 @@
+"""SymPy expression -> Python source of a scalar kernel that Numba compiles.
+
+Built on SymPy's ``PythonCodePrinter`` (scalar code, unlike ``NumPyPrinter``'s whole-array
+idioms).  What it adds: common-subexpression elimination, small integer powers as
+multiplications, every literal typed to the signature (a float32 kernel has no float64 in it),
+safe parameter names, content-hash names and ``linecache`` registration.
+"""
+from __future__ import annotations
+
+import hashlib
+import keyword
+import linecache
+import math
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+import sympy as sp
+from sympy.printing.pycode import PythonCodePrinter
+
+from .dtypes import _is_true_division, _split_division, dtype_name, literal_dtype, make_typer
+from .errors import FormulaError
+from .functions import BY_SYMPY
+
+__all__ = ["KernelSource", "generate_kernel", "register_source", "safe_param_names", "MAX_EXPAND_POWER"]
+
+MAX_EXPAND_POWER = 8  # x**n with |n| <= this becomes multiplications
+
+_RESERVED = frozenset({"np", "math", "cmath", "numba", "numpy", "kernel", "nan", "inf"} | set(dir(__builtins__)
+                      if isinstance(__builtins__, dict) else dir(__import__("builtins"))))
+
+
+def _safe(name: str) -> bool:
+    return (name.isascii() and name.isidentifier() and not keyword.iskeyword(name)
+            and not name.startswith("_") and name not in _RESERVED and len(name) <= 64)
+
+
+def safe_param_names(args: tuple) -> tuple:
+    """User names where they are plain identifiers; ``_a{i}`` where a name could shadow anything."""
+    return tuple(a if _safe(a) else f"_a{i}" for i, a in enumerate(args))
+
+
+@dataclass(frozen=True)
+class KernelSource:
+    """Generated kernel source and what it was generated for."""
+
+    text: str
+    filename: str
+    digest: str
+    in_dtypes: tuple
+    out_dtypes: tuple
+    func_name: str = "kernel"
+
+
+class KernelPrinter(PythonCodePrinter):
+    """Prints one scalar expression with typed constants and our function table."""
+
+    printmethod = "_ufuncgen_kernel"
+
+    def __init__(self, names: dict, typer, constants: dict):
+        super().__init__({"fully_qualified_modules": False, "strict": True})
+        self._names = names
+        self._typer = typer
+        self._consts = constants  # (dtype name, repr) -> constant name
+
+    # ---- atoms ----------------------------------------------------------------------------
+    def _print_Symbol(self, s):
+        return self._names[s]
+
+    def _const(self, value, dt: np.dtype) -> str:
+        if dt.kind == "b":
+            return "True" if value else "False"
+        if dt.kind in "iu":
+            ival = int(value)
+            info = np.iinfo(dt)
+            if not info.min <= ival <= info.max:
+                dt = np.dtype(np.float64)
+                value = float(ival)
+            else:
+                value = ival
+        elif dt.kind == "f":
+            value = float(value)
+        else:
+            value = complex(value)
+        key = (dt.name, _value_text(value))
+        name = self._consts.get(key)
+        if name is None:
+            name = self._consts[key] = f"_c{len(self._consts)}"
+        return name
+
+    def _number(self, expr, pyvalue):
+        return self._const(pyvalue, self._typer(expr))
+
+    def _print_Integer(self, e):
+        return self._number(e, int(e))
+
+    def _print_Rational(self, e):
+        return self._number(e, float(e))
+
+    def _print_Float(self, e):
+        return self._number(e, float(e))
+
+    def _print_Half(self, e):
+        return self._number(e, 0.5)
+
+    _print_One = _print_Zero = _print_NegativeOne = _print_Integer
+
+    def _print_Pi(self, e):
+        return self._number(e, math.pi)
+
+    def _print_Exp1(self, e):
+        return self._number(e, math.e)
+
+    def _print_NaN(self, e):
+        return self._number(e, float("nan"))
+
+    def _print_Infinity(self, e):
+        return self._number(e, float("inf"))
+
+    def _print_NegativeInfinity(self, e):
+        return self._number(e, float("-inf"))
+
+    def _print_ImaginaryUnit(self, e):
+        return self._number(e, 1j)
+
+    def _print_BooleanTrue(self, e):
+        return "True"
+
+    def _print_BooleanFalse(self, e):
+        return "False"
+
+    # ---- arithmetic -----------------------------------------------------------------------
+    def _one_like(self, e):
+        return self._const(1, self._typer(e) if self._typer(e).kind in "fc" else np.dtype(np.float64))
+
+    def _print_Pow(self, e, rational=False):
+        b, x = e.args
+        base = self.parenthesize(b, 1000)  # always parenthesised unless atomic
+        if x == sp.S.Half:
+            return f"np.sqrt({self._print(b)})"
+        if x == -sp.S.Half:
+            return f"({self._one_like(e)} / np.sqrt({self._print(b)}))"
+        if x == sp.Rational(1, 3) and self._typer(b).kind != "c":
+            return f"np.cbrt({self._print(b)})"
+        if isinstance(x, sp.Integer) and 0 < abs(int(x)) <= MAX_EXPAND_POWER:
+            n = abs(int(x))
+            prod = base if n == 1 else "(" + "*".join([base] * n) + ")"
+            return prod if int(x) > 0 else f"({self._one_like(e)} / {prod})"
+        if x == 0:
+            return self._const(1, self._typer(e))
+        if isinstance(x, sp.Integer) and int(x) < 0:
+            return f"({self._one_like(e)} / np.power({self._print(b)}, {self._const(-int(x), self._typer(b))}))"
+        if x.is_Number:
+            xt = self._typer(e)
+            xt = np.dtype(np.float32 if xt in (np.float32, np.complex64) else np.float64) if x.is_real else xt
+            return f"np.power({self._print(b)}, {self._const(complex(x) if not x.is_real else float(x), xt)})"
+        return f"np.power({self._print(b)}, {self._print(x)})"
+
+    def _print_Mod(self, e):
+        a, b = e.args
+        return f"({self.parenthesize(a, 1000)} % {self.parenthesize(b, 1000)})"
+
+    def _print_floor(self, e):
+        if _is_true_division(e.args[0]):
+            num, den = _split_division(e.args[0])
+            return f"({self.parenthesize(num, 1000)} // {self.parenthesize(den, 1000)})"
+        return f"np.floor({self._print(e.args[0])})"
+
+    def parenthesize(self, item, level, strict=False):
+        s = self._print(item)
+        if isinstance(item, (sp.Symbol, sp.Number)) or item in (sp.pi, sp.E, sp.I):
+            return s
+        if s.startswith("(") and s.endswith(")") and _balanced(s[1:-1]):
+            return s
+        if s.replace("_", "").replace(".", "").isalnum():
+            return s
+        return f"({s})" if level >= 1000 or s.startswith("-") else super().parenthesize(item, level, strict)
+
+    # ---- functions, logic -----------------------------------------------------------------
+    def _print_Function(self, e):
+        fn = BY_SYMPY.get(type(e))
+        if fn is None or fn.code is None:
+            raise FormulaError(f"{type(e).__name__} cannot be compiled")
+        return fn.code.format(*[self._print(a) for a in e.args])
+
+    def _print_Cbrt(self, e):  # noqa: N802
+        return f"np.cbrt({self._print(e.args[0])})"
+
+    def _minmax(self, e, func):
+        args = [self._print(a) for a in e.args]
+        out = args[0]
+        for a in args[1:]:
+            out = f"{func}({out}, {a})"
+        return out
+
+    def _print_Min(self, e):
+        return self._minmax(e, "np.minimum")
+
+    def _print_Max(self, e):
+        return self._minmax(e, "np.maximum")
+
+    def _print_Piecewise(self, e):
+        out_dt = self._typer(e)
+        if e.args[-1].cond == sp.true:
+            tail = self._print(e.args[-1].expr)
+            pairs = e.args[:-1]
+        else:
+            tail = self._const(float("nan"), out_dt if out_dt.kind in "fc" else np.dtype(np.float64))
+            pairs = e.args
+        for pair in reversed(pairs):
+            tail = f"({self._print(pair.expr)} if {self._print(pair.cond)} else {tail})"
+        return tail
+
+    def _print_Relational(self, e):
+        op = {"==": "==", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}[e.rel_op]
+        return f"({self._print(e.lhs)} {op} {self._print(e.rhs)})"
+
+    _print_Equality = _print_Unequality = _print_StrictLessThan = _print_LessThan = _print_Relational
+    _print_StrictGreaterThan = _print_GreaterThan = _print_Relational
+
+    def _print_And(self, e):
+        return "(" + " & ".join(self._print(a) for a in e.args) + ")"
+
+    def _print_Or(self, e):
+        return "(" + " | ".join(self._print(a) for a in e.args) + ")"
+
+    def _print_Not(self, e):
+        return f"(not {self._print(e.args[0])})"
+
+    def _print_Derivative(self, e):
+        raise FormulaError(f"the derivative {e} has no closed form ufuncgen can compile")
+
+    def _print_Subs(self, e):
+        raise FormulaError(f"{e} cannot be compiled")
+
+    def _print_not_supported(self, e):
+        raise FormulaError(f"{type(e).__name__} cannot be compiled: {e}")
+
+    def emptyPrinter(self, e):
+        return self._print_not_supported(e)
+
+
+# SymPy's PythonCodePrinter prints known functions (sin, exp, ...) itself; route every class of
+# the function table through our table instead, in one loop.
+for _cls in BY_SYMPY:
+    if BY_SYMPY[_cls].code is not None:
+        setattr(KernelPrinter, "_print_" + _cls.__name__, KernelPrinter._print_Function)
+
+
+def _value_text(value) -> str:
+    """Python text for a constant value, valid for nan and inf too."""
+    if isinstance(value, complex):
+        return f"complex({_value_text(value.real)}, {_value_text(value.imag)})"
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float('{value}')"
+    return repr(value)
+
+
+def _balanced(s: str) -> bool:
+    depth = 0
+    for ch in s:
+        depth += ch == "("
+        depth -= ch == ")"
+        if depth < 0:
+            return False
+    return depth == 0
+
+
+def _atomize_powers(assignments, exprs, new_symbol):
+    """Give compound bases of small integer powers a temporary, so x*x repeats a name, not a formula."""
+    out_assign = []
+
+    def fix(e):
+        repl = {}
+        for p in sp.preorder_traversal(e):
+            if isinstance(p, sp.Pow) and isinstance(p.args[1], sp.Integer) and 1 < abs(int(p.args[1])) <= \
+                    MAX_EXPAND_POWER and not p.args[0].is_Atom and p not in repl:
+                b = p.args[0]
+                t = new_symbol()
+                out_assign.append((t, b))
+                repl[p] = sp.Pow(t, p.args[1], evaluate=False)
+        return e.xreplace(repl) if repl else e
+
+    for sym, val in assignments:
+        val = fix(val)
+        out_assign.append((sym, val))
+    exprs = [fix(e) for e in exprs]
+    return out_assign, exprs
+
+
+def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = True) -> KernelSource:
+    """The source of ``def kernel(<args>): return <expr(s)>`` for one dtype combination."""
+    names = safe_param_names(formula.args)
+    exprs = list(formula.exprs)
+    sym_names = {s: n for s, n in zip(formula.symbols, names)}
+    counter = iter(range(10 ** 9))
+
+    def new_symbol():
+        return sp.Symbol(f"_t{next(counter)}")
+
+    if cse:
+        assignments, exprs = sp.cse(exprs, symbols=(new_symbol() for _ in iter(int, 1)), order="none")
+    else:
+        assignments = []
+    assignments, exprs = _atomize_powers(assignments, exprs, new_symbol)
+    typer = make_typer(formula.symbols, tuple(in_dtypes))
+    for sym, val in assignments:  # temps take the dtype of their value
+        typer.sym[sym] = typer(val)
+        sym_names[sym] = sym.name
+    consts: dict = {}
+    printer = KernelPrinter(sym_names, typer, consts)
+    body = []
+    for sym, val in assignments:
+        body.append(f"    {sym.name} = {printer.doprint(val)}")
+    rets = [printer.doprint(e) for e in exprs]
+    ret = rets[0] if not formula.multi else "(" + ", ".join(rets) + ("," if len(rets) == 1 else "") + ")"
+    body.append(f"    return {ret}")
+    outs = ", ".join(map(dtype_name, out_dtypes))
+    sig = f"{outs if len(out_dtypes) == 1 else '(' + outs + ')'}({', '.join(map(dtype_name, in_dtypes))})"
+    header = [f"# ufuncgen kernel for {str(formula)[:200]!r}".replace("\n", " "), f"# signature: {sig}",
+              "import math", "import numpy as np", ""]
+    for (dt, val), name in sorted(consts.items(), key=lambda kv: int(kv[1][2:])):
+        header.append(f"{name} = np.{dt}({val})")
+    text = "\n".join(header + ["", "", f"def kernel({', '.join(names)}):"] + body) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return KernelSource(text, f"<ufuncgen kernel {digest}>", digest, tuple(in_dtypes), tuple(out_dtypes))
+
+
+_REGISTERED: dict = {}
+
+
+def register_source(src: KernelSource, owner=None) -> None:
+    """Put the source in ``linecache`` so tracebacks and inspect show the real kernel.
+
+    The entry (mtime None, so ``checkcache`` keeps it) is dropped when ``owner`` dies.
+    """
+    linecache.cache[src.filename] = (len(src.text), None, src.text.splitlines(True), src.filename)
+    if owner is not None:
+        _REGISTERED[src.filename] = _REGISTERED.get(src.filename, 0) + 1
+
+        def _drop(fn=src.filename):
+            n = _REGISTERED.get(fn, 1) - 1
+            if n <= 0:
+                _REGISTERED.pop(fn, None)
+                linecache.cache.pop(fn, None)
+            else:
+                _REGISTERED[fn] = n
+
+        weakref.finalize(owner, _drop)
+
+
+def load_kernel(src: KernelSource):
+    """Turn generated source (never user text) into a Python function."""
+    register_source(src)
+    namespace: dict = {"__name__": f"ufuncgen_kernel_{src.digest}"}
+    code = compile(src.text, src.filename, "exec")
+    exec(code, namespace)  # noqa: S102 - our own generated source, see module docstring
+    return namespace[src.func_name]

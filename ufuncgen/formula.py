@@ -1,0 +1,148 @@
+"""A checked formula: SymPy expressions with a fixed argument order.
+
+This is the first step of the flow (parse -> key -> codegen -> build -> wrap).  Strings go through
+the allow-list parser; SymPy input is walked against the same function table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import sympy as sp
+from sympy.core.relational import Relational
+from sympy.logic.boolalg import BooleanAtom, BooleanFunction
+
+from .errors import FormulaError
+from .functions import BY_SYMPY, fmod  # noqa: F401  (fmod registers a SymPy class)
+from .parse import LIMITS, is_condition, parse_formula
+
+__all__ = ["Formula", "make_formula", "check_sympy", "ALLOWED_CORE"]
+
+# SymPy node classes allowed besides the function table's own classes.
+ALLOWED_CORE: tuple[type, ...] = (
+    sp.Symbol, sp.Integer, sp.Rational, sp.Float, sp.core.numbers.NaN, sp.core.numbers.Infinity,
+    sp.core.numbers.NegativeInfinity, sp.core.numbers.ImaginaryUnit, sp.core.numbers.Pi,
+    sp.core.numbers.Exp1, sp.Add, sp.Mul, sp.Pow, sp.Mod, Relational, sp.And, sp.Or, sp.Not,
+    BooleanAtom, sp.Piecewise, sp.functions.elementary.piecewise.ExprCondPair,
+)
+
+
+@dataclass(frozen=True)
+class Formula:
+    """One or more output expressions over named inputs, in a fixed argument order."""
+
+    exprs: tuple
+    args: tuple
+    text: str | None = None
+    multi: bool = False          # given as a list: the result is a tuple even for one output
+    symbols: tuple = field(default=(), compare=False)
+
+    @property
+    def nin(self) -> int:
+        return len(self.args)
+
+    @property
+    def nout(self) -> int:
+        return len(self.exprs)
+
+    @property
+    def expr(self):
+        """The SymPy expression, or a tuple of them for several outputs."""
+        return self.exprs if self.multi else self.exprs[0]
+
+    def canonical(self) -> str:
+        """Text that two spellings of the same formula share (the first part of cache keys)."""
+        return "|".join(sp.srepr(e) for e in self.exprs) + "@" + ",".join(self.args)
+
+    def __str__(self) -> str:
+        body = ", ".join(str(e) for e in self.exprs)
+        return f"[{body}]" if self.multi else body
+
+
+def check_sympy(expr, formula_text: str | None = None, extra: tuple = ()) -> None:
+    """Raise FormulaError unless every node of ``expr`` is in the allow-list."""
+    allowed = ALLOWED_CORE + tuple(BY_SYMPY) + tuple(extra)
+    count = 0
+    for node in sp.preorder_traversal(expr):
+        count += 1
+        if count > LIMITS.max_nodes:
+            raise FormulaError(f"expression is too large (more than {LIMITS.max_nodes} nodes)", formula_text)
+        if isinstance(node, sp.core.numbers.ComplexInfinity):
+            raise FormulaError("the expression contains zoo (complex infinity), e.g. from 1/0", formula_text)
+        if not isinstance(node, allowed):
+            name = getattr(type(node), "__name__", str(type(node)))
+            raise FormulaError(f"{name} is not supported in a formula "
+                               f"(supported functions: see ufuncgen.functions.FUNCTIONS)", formula_text)
+        if isinstance(node, sp.Piecewise) and node.args and not node.args[-1].cond == sp.true:
+            pass  # a missing default branch gives nan (see codegen)
+
+
+def _to_expr(item, extra: tuple):
+    if isinstance(item, str):
+        return parse_formula(item), item
+    if isinstance(item, sp.Basic):
+        check_sympy(item, None, extra)
+        return item, None
+    if isinstance(item, (int, float, complex)) and not isinstance(item, bool):
+        return sp.sympify(item), None  # a plain Python number, never text
+    raise FormulaError(f"a formula must be a string or a SymPy expression, not {type(item).__name__}")
+
+
+def _canonical_symbols(exprs, text):
+    """Replace symbols by plain ones keyed by name (SymPy input may carry assumptions)."""
+    by_name: dict[str, sp.Symbol] = {}
+    subs = {}
+    for e in exprs:
+        for s in e.free_symbols:
+            if not isinstance(s, sp.Symbol):
+                continue
+            plain = by_name.setdefault(s.name, sp.Symbol(s.name))
+            if s != plain:
+                subs[s] = plain
+    if subs:
+        exprs = tuple(e.xreplace(subs) for e in exprs)
+    return exprs, by_name
+
+
+def make_formula(formula, args: Sequence[str] | None = None, extra_nodes: tuple = ()) -> Formula:
+    """Check ``formula`` (string, SymPy expression, or a list/tuple of them) and fix the argument order."""
+    if isinstance(formula, Formula):
+        if args is None or tuple(args) == formula.args:
+            return formula
+        formula = list(formula.exprs) if formula.multi else formula.exprs[0]
+    multi = isinstance(formula, (list, tuple))
+    items: Iterable = formula if multi else [formula]
+    if multi and not items:
+        raise FormulaError("an empty list of formulas")
+    exprs, texts = [], []
+    for item in items:
+        e, t = _to_expr(item, extra_nodes)
+        if is_condition(e) and not isinstance(e, BooleanAtom) or isinstance(e, BooleanFunction):
+            pass  # boolean outputs are fine
+        exprs.append(e)
+        texts.append(t)
+    text = texts[0] if not multi else ("[" + ", ".join(t or str(e) for t, e in zip(texts, exprs)) + "]")
+    exprs, by_name = _canonical_symbols(tuple(exprs), text)
+    names = sorted(by_name)
+    if args is None:
+        arg_names = tuple(names)
+    else:
+        if isinstance(args, str):
+            args = [a.strip() for a in args.replace(",", " ").split()]
+        arg_names = tuple(args)
+        for a in arg_names:
+            if not isinstance(a, str):
+                raise FormulaError(f"argument names must be strings, got {a!r}", text)
+        dup = sorted({a for a in arg_names if arg_names.count(a) > 1})
+        if dup:
+            raise FormulaError(f"argument names repeat: {', '.join(dup)}", text)
+        missing = [n for n in names if n not in arg_names]
+        if missing:
+            raise FormulaError(f"the formula uses {', '.join(missing)}, which args={list(arg_names)} does not list",
+                               text)
+    if not arg_names:
+        raise FormulaError("the formula has no arguments; name the inputs with args=(...)", text)
+    if len(arg_names) > LIMITS.max_args:
+        raise FormulaError(f"too many arguments ({len(arg_names)}; the limit is {LIMITS.max_args})", text)
+    symbols = tuple(by_name.get(a, sp.Symbol(a)) for a in arg_names)
+    return Formula(tuple(exprs), arg_names, text, multi, symbols)

@@ -1,0 +1,332 @@
+"""The object ``ug.ufunc`` returns: NumPy ufunc semantics over compiled loops.
+
+With signatures it wraps one real ``numpy.ufunc`` holding those loops.  Without, it compiles one
+loop per combination of input dtypes on first call (never reusing a float64 loop for float32
+input, as Numba's DUFunc does) and keeps a single-loop ufunc per combination, so NumPy's own
+broadcasting, ``out=``, casting and ``reduce`` apply unchanged.
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from typing import Sequence
+
+import numpy as np
+import sympy as sp
+
+from .build import LoopRequest, compiled_loop, kernel_source, output_dtypes
+from .dtypes import Signature, dtype_name, input_dtype_for, literal_dtype, parse_signatures
+from .errors import FormulaError
+from .formula import Formula, make_formula
+
+__all__ = ["UFunc", "ufunc", "TARGETS", "OPTIONS"]
+
+TARGETS = ("cpu", "parallel", "cuda", "auto")
+OPTIONS = {"fastmath": False, "cse": True, "cache": True, "device": None}
+_PY_SCALARS = (bool, int, float, complex)
+
+
+def _check_options(target: str, options: dict) -> dict:
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r} is not known; valid targets are {', '.join(map(repr, TARGETS))}")
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        import difflib
+        hints = [difflib.get_close_matches(u, list(OPTIONS), n=1) for u in unknown]
+        hint = "".join(f"; did you mean {h[0]!r}?" for h in hints if h)
+        raise TypeError(f"unknown option(s) {', '.join(map(repr, unknown))}; valid options are "
+                        f"{', '.join(map(repr, OPTIONS))}{hint}")
+    merged = dict(OPTIONS)
+    merged.update(options)
+    return merged
+
+
+class UFunc:
+    """A compiled formula with NumPy ufunc semantics (see ``ufuncgen.ufunc``)."""
+
+    def __init__(self, formula: Formula, signatures=None, target: str = "cpu", name: str | None = None,
+                 **options):
+        self._formula = formula
+        self._options = _check_options(target, options)
+        self.target = target
+        digest = hashlib.sha256(formula.canonical().encode()).hexdigest()[:10]
+        self.__name__ = name or f"ufuncgen_{digest}"
+        self._entries: dict = {}       # input dtypes -> (np.ufunc with one loop, out dtypes, loop)
+        self._dispatch: dict = {}      # call key (dtypes / scalar types) -> entry
+        self._lock = threading.Lock()
+        self._fixed = None             # the np.ufunc of explicit signatures
+        self._fixed_out = None
+        self._device_impl = None
+        if target in ("cuda", "auto"):
+            from .backends import get_device_backend
+            self._device_impl = get_device_backend(self, required=(target == "cuda"))
+        self._sigs = parse_signatures(signatures, formula.nin, formula.nout)
+        if self._sigs and target in ("cpu", "parallel", "auto"):
+            loops = [self._entry(sig.inputs, sig.outputs)[2] for sig in self._sigs]
+            from .backends.cpu import make_numpy_ufunc
+            self._fixed = make_numpy_ufunc(self.__name__, self._doc(), loops, formula.nin, formula.nout)
+            self._fixed_out = loops[0].out_dtypes if len(loops) == 1 else None
+        elif self._sigs and self._device_impl is not None:
+            for sig in self._sigs:
+                self._device_impl.compile(sig.inputs, sig.outputs)
+
+    # ---- compiling ------------------------------------------------------------------------
+    def _doc(self) -> str:
+        return f"ufuncgen formula {self._formula} with args ({', '.join(self._formula.args)})"
+
+    def _request(self, in_dtypes: tuple, out_dtypes: tuple | None) -> LoopRequest:
+        in_dtypes = tuple(np.dtype(d) for d in in_dtypes)
+        outs = tuple(np.dtype(d) for d in out_dtypes) if out_dtypes else output_dtypes(self._formula, in_dtypes)
+        return LoopRequest(self._formula, in_dtypes, outs, bool(self._options["fastmath"]),
+                           bool(self._options["cse"]))
+
+    def _entry(self, in_dtypes: tuple, out_dtypes: tuple | None = None):
+        key = (tuple(in_dtypes), tuple(out_dtypes) if out_dtypes else None)
+        entry = self._entries.get(key)
+        if entry is None:
+            from .backends.cpu import make_numpy_ufunc
+            loop = compiled_loop(self._request(in_dtypes, out_dtypes))
+            uf = make_numpy_ufunc(self.__name__, self._doc(), [loop], self._formula.nin, self._formula.nout)
+            entry = (uf, loop.out_dtypes, loop)
+            with self._lock:
+                self._entries.setdefault(key, entry)
+        return entry
+
+    def _call_dtypes(self, args) -> tuple:
+        """Loop input dtypes for these call arguments, with NumPy's weak Python scalars."""
+        nin = self._formula.nin
+        if len(args) != nin:
+            names = ", ".join(self._formula.args)
+            raise TypeError(f"{self.__name__}() takes {nin} argument(s) ({names}), got {len(args)}")
+        arrays = [input_dtype_for(a) for a in args if not isinstance(a, _PY_SCALARS)]
+        return tuple(literal_dtype(a, tuple(arrays)) if isinstance(a, _PY_SCALARS) and arrays
+                     else input_dtype_for(a) for a in args)
+
+    def _resolve(self, args):
+        entry = self._entry(self._call_dtypes(args))
+        if all(hasattr(a, "dtype") or isinstance(a, _PY_SCALARS) for a in args):
+            self._dispatch[tuple([getattr(a, "dtype", type(a)) for a in args])] = entry
+        return entry
+
+    # ---- calling --------------------------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        if self._device_impl is not None and (self.target == "cuda" or self._device_impl.wants(args, kwargs)):
+            return self._device_impl(args, kwargs)
+        fixed = self._fixed
+        if fixed is not None:
+            if not kwargs and self.target == "cpu":
+                return fixed(*args)
+            return self._invoke(fixed, self._fixed_out, args, kwargs)
+        try:
+            entry = self._dispatch[tuple([a.dtype for a in args])]
+        except (AttributeError, KeyError, TypeError):
+            try:
+                entry = self._dispatch[tuple([getattr(a, "dtype", type(a)) for a in args])]
+            except (KeyError, TypeError):
+                entry = self._resolve(args)
+        if not kwargs and self.target == "cpu":
+            return entry[0](*args)
+        return self._invoke(entry[0], entry[1], args, kwargs)
+
+    def _invoke(self, uf, out_dtypes, args, kwargs):
+        where = kwargs.get("where", True)
+        if where is not True:
+            return self._masked(uf, out_dtypes, args, kwargs)
+        if self.target == "parallel":
+            from .parallel import parallel_call
+            if out_dtypes is None:
+                out_dtypes = uf.resolve_dtypes(tuple(getattr(a, "dtype", type(a)) for a in args)
+                                               + (None,) * uf.nout)[uf.nin:]
+            return parallel_call(uf, out_dtypes, args, kwargs)
+        return uf(*args, **kwargs)
+
+    def _masked(self, uf, out_dtypes, args, kwargs):
+        """``where=``: compute, then copy where the mask holds (loops made by Numba's
+        ``fromfunc`` reject NumPy's masked iteration)."""
+        kwargs = dict(kwargs)
+        where = kwargs.pop("where")
+        out = kwargs.pop("out", None)
+        result = self._invoke(uf, out_dtypes, args, kwargs)
+        if out is None or (isinstance(out, tuple) and all(o is None for o in out)):
+            return result
+        outs = out if isinstance(out, tuple) else (out,)
+        results = result if isinstance(result, tuple) else (result,)
+        for o, r in zip(outs, results):
+            np.copyto(o, r, where=where, casting=kwargs.get("casting", "same_kind"))
+        return outs[0] if len(outs) == 1 else outs
+
+    def _ufunc_for(self, arrays) -> np.ufunc:
+        if self._fixed is not None:
+            return self._fixed
+        return self._entry(self._call_dtypes(tuple(arrays)))[0]
+
+    def reduce(self, array, *args, **kwargs):
+        """As ``numpy.ufunc.reduce`` (binary formulas)."""
+        dt = input_dtype_for(array)
+        return self._ufunc_for([np.empty(0, dt)] * self._formula.nin).reduce(array, *args, **kwargs)
+
+    def accumulate(self, array, *args, **kwargs):
+        """As ``numpy.ufunc.accumulate`` (binary formulas)."""
+        dt = input_dtype_for(array)
+        return self._ufunc_for([np.empty(0, dt)] * self._formula.nin).accumulate(array, *args, **kwargs)
+
+    def reduceat(self, array, indices, *args, **kwargs):
+        dt = input_dtype_for(array)
+        return self._ufunc_for([np.empty(0, dt)] * self._formula.nin).reduceat(array, indices, *args, **kwargs)
+
+    def outer(self, a, b, **kwargs):
+        return self._ufunc_for([a, b]).outer(a, b, **kwargs)
+
+    def at(self, a, indices, *b):
+        return self._ufunc_for([a, *b]).at(a, indices, *b)
+
+    # ---- introspection --------------------------------------------------------------------
+    @property
+    def expr(self):
+        """The SymPy expression (a tuple of them for several outputs)."""
+        return self._formula.expr
+
+    @property
+    def formula(self) -> Formula:
+        return self._formula
+
+    @property
+    def args(self) -> tuple:
+        return self._formula.args
+
+    @property
+    def nin(self) -> int:
+        return self._formula.nin
+
+    @property
+    def nout(self) -> int:
+        return self._formula.nout
+
+    @property
+    def nargs(self) -> int:
+        return self.nin + self.nout
+
+    @property
+    def options(self) -> dict:
+        return dict(self._options)
+
+    @property
+    def signatures(self) -> list:
+        """The compiled signatures, as Numba-style strings."""
+        sigs = [str(Signature(e[2].in_dtypes, e[2].out_dtypes)) for e in self._entries.values()]
+        if self._device_impl is not None:
+            sigs += [s for s in self._device_impl.signatures() if s not in sigs]
+        return sigs
+
+    @property
+    def types(self) -> list:
+        """Compiled loops in ``numpy.ufunc.types`` form ('dd->d')."""
+        out = []
+        for e in self._entries.values():
+            loop = e[2]
+            out.append("".join(d.char for d in loop.in_dtypes) + "->" + "".join(d.char for d in loop.out_dtypes))
+        return out
+
+    @property
+    def ufunc(self) -> np.ufunc:
+        """A real ``numpy.ufunc`` with every loop compiled so far."""
+        if self._fixed is not None:
+            return self._fixed
+        if not self._entries:
+            raise ValueError("nothing is compiled yet: call the function or pass signatures=")
+        from .backends.cpu import make_numpy_ufunc
+        return make_numpy_ufunc(self.__name__, self._doc(), [e[2] for e in self._entries.values()],
+                                self.nin, self.nout)
+
+    @property
+    def source(self) -> str:
+        """The generated Python source of the scalar kernel (float64 if nothing is compiled yet)."""
+        for e in reversed(list(self._entries.values())):
+            if e[2].source is not None:
+                return e[2].source.text
+        if self._device_impl is not None and self._device_impl.source():
+            return self._device_impl.source()
+        f64 = (np.dtype(np.float64),) * self.nin
+        return kernel_source(self._request(f64, None)).text
+
+    def diff(self, name: str, n: int = 1) -> "UFunc":
+        """The derivative with respect to argument ``name``, compiled the same way.
+
+        Arguments are taken as real (so d|x|/dx is sign(x)).
+        """
+        if name not in self.args:
+            raise FormulaError(f"{name!r} is not an argument; the arguments are {', '.join(self.args)}")
+        exprs = _derivatives(self._formula, name, n)
+        return self._derived(exprs if self._formula.multi else exprs[0])
+
+    def grad(self) -> "UFunc":
+        """All first derivatives, in argument order, as one ufunc with ``nin`` outputs."""
+        if self.nout != 1:
+            raise FormulaError("grad() needs a formula with one output; use diff(name) per output")
+        exprs = [_derivatives(self._formula, a, 1)[0] for a in self.args]
+        return self._derived(list(exprs))
+
+    def _derived(self, exprs) -> "UFunc":
+        sigs = [Signature(s.inputs, None) for s in self._sigs] or None
+        formula = make_formula(exprs, self.args)
+        return UFunc(formula, sigs, self.target, None, **self._options)
+
+    def __repr__(self) -> str:
+        sigs = self.signatures
+        return (f"<ufuncgen.UFunc {self.__name__}: {self._formula} ; args=({', '.join(self.args)}) "
+                f"target={self.target!r} signatures={sigs if sigs else 'lazy'}>")
+
+    def _latex(self) -> str:
+        lhs = f"\\operatorname{{f}}\\left({', '.join(sp.latex(s) for s in self._formula.symbols)}\\right)"
+        rhs = ", ".join(sp.latex(e) for e in self._formula.exprs)
+        if self._formula.multi:
+            rhs = f"\\left({rhs}\\right)"
+        return f"{lhs} = {rhs}"
+
+    def _repr_latex_(self) -> str:
+        return f"$\\displaystyle {self._latex()}$"
+
+    def _repr_html_(self) -> str:
+        import html
+        sigs = ", ".join(self.signatures) or "none yet (compiled on first call)"
+        return (f"<div><b>ufuncgen.UFunc</b> <code>{html.escape(self.__name__)}</code><br>"
+                f"$${html.escape(self._latex())}$$"
+                f"args: <code>{html.escape(', '.join(self.args))}</code>; target: <code>{self.target}</code>; "
+                f"signatures: <code>{html.escape(sigs)}</code></div>")
+
+    def __reduce__(self):
+        exprs = list(self._formula.exprs) if self._formula.multi else self._formula.exprs[0]
+        sigs = [str(s) if s.outputs else "(" + ", ".join(map(dtype_name, s.inputs)) + ")" for s in self._sigs]
+        return (_rebuild, (exprs, self.args, sigs or None, self.target, self.__name__, self._options))
+
+
+def _rebuild(exprs, args, signatures, target, name, options):
+    return ufunc(exprs, args=args, signatures=signatures, target=target, name=name, **options)
+
+
+def _derivatives(formula: Formula, name: str, n: int) -> list:
+    sym = formula.symbols[formula.args.index(name)]
+    real = {s: sp.Dummy(s.name, real=True) for s in formula.symbols}
+    back = {v: k for k, v in real.items()}
+    out = []
+    for e in formula.exprs:
+        d = sp.diff(e.xreplace(real), real[sym], n).xreplace(back)
+        if d.has(sp.Derivative) or d.has(sp.Subs):
+            raise FormulaError(f"the derivative of {e} with respect to {name} has no closed form here")
+        out.append(d)
+    return out
+
+
+def ufunc(formula, args: Sequence[str] | None = None, signatures=None, target: str = "cpu",
+          name: str | None = None, **options) -> UFunc:
+    """Compile a scalar formula into a ufunc.
+
+    Args:
+        formula: a string (``"a*x + y"``), a SymPy expression, or a list of them (one output each).
+        args: argument order; default: the names in the formula, sorted.
+        signatures: Numba-style strings (``"float32(float32, float32)"``); None compiles lazily.
+        target: ``"cpu"``, ``"parallel"``, ``"cuda"`` or ``"auto"``.
+        name: the ufunc's ``__name__``.
+        **options: ``fastmath=False``, ``cse=True``, ``cache=True``, ``device=None``.
+    """
+    return UFunc(make_formula(formula, args), signatures, target, name, **options)
