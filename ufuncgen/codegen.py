@@ -183,9 +183,6 @@ class KernelPrinter(PythonCodePrinter):
             raise FormulaError(f"{type(e).__name__} cannot be compiled")
         return fn.code.format(*[self._print(a) for a in e.args])
 
-    def _print_Cbrt(self, e):  # noqa: N802
-        return f"np.cbrt({self._print(e.args[0])})"
-
     def _minmax(self, e, func):
         args = [self._print(a) for a in e.args]
         out = args[0]
@@ -313,7 +310,7 @@ def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = Tr
     for sym, val in assignments:
         body.append(f"    {sym.name} = {printer.doprint(val)}")
     rets = [printer.doprint(e) for e in exprs]
-    ret = rets[0] if not formula.multi else "(" + ", ".join(rets) + ("," if len(rets) == 1 else "") + ")"
+    ret = rets[0] if len(rets) == 1 else "(" + ", ".join(rets) + ")"
     body.append(f"    return {ret}")
     outs = ", ".join(map(dtype_name, out_dtypes))
     sig = f"{outs if len(out_dtypes) == 1 else '(' + outs + ')'}({', '.join(map(dtype_name, in_dtypes))})"

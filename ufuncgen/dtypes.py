@@ -15,7 +15,7 @@ from sympy.core.relational import Relational
 from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 
 from .errors import SignatureError
-from .functions import BOOL, BY_SYMPY, FLOAT, REAL, fmod  # noqa: F401
+from .functions import BOOL, BY_SYMPY, FLOAT, REAL, REAL_FLOAT, fmod  # noqa: F401
 
 __all__ = ["Signature", "parse_signature", "parse_signatures", "dtype_name", "literal_dtype",
            "infer_output_dtypes", "input_dtype_for", "SUPPORTED_KINDS"]
@@ -135,8 +135,12 @@ def literal_dtype(value, context: tuple) -> np.dtype:
 
 
 def _float_of(dt: np.dtype) -> np.dtype:
-    """int/bool -> float64, float/complex unchanged (NumPy's rule for sin, exp, ...)."""
-    return dt if dt.kind in "fc" else np.dtype(np.float64)
+    """NumPy's rule for sin, exp, ...: float/complex unchanged; int32/int64 -> float64,
+    int16 -> float32; 1-byte ints and bool -> float32 (NumPy says float16, which Numba lacks)."""
+    if dt.kind in "fc":
+        return dt
+    out = np.result_type(dt, np.float16)
+    return np.dtype(np.float32) if out == np.float16 else out
 
 
 def _real_of(dt: np.dtype) -> np.dtype:
@@ -184,7 +188,7 @@ class _Infer:
             if isinstance(x, sp.Integer):
                 if int(x) >= 0:
                     return bt if bt.kind != "b" else np.dtype(np.int64)
-                return _float_of(bt)
+                return bt if bt.kind in "fc" else np.dtype(np.float64)  # int/int is float64
             if x.is_Number:
                 return _float_of(np.result_type(bt, literal_dtype(1.0 if x.is_real else 1j, self.context)))
             return np.result_type(bt, self(x))
@@ -212,6 +216,8 @@ class _Infer:
             return _float_of(dt)
         if fn.rule == REAL:
             return _real_of(dt)
+        if fn.rule == REAL_FLOAT:
+            return _float_of(_real_of(dt))
         if fn.rule == BOOL:
             return np.dtype(bool)
         return dt if dt.kind != "b" else np.dtype(np.int64)

@@ -42,6 +42,7 @@ FLOAT = "float"        # integers and bool become float64; float and complex sta
 REAL = "real"          # complex becomes its real float type; real types stay
 SAME = "same"          # result has the (promoted) argument dtype
 BOOL = "bool"          # boolean result
+REAL_FLOAT = "real_float"  # complex -> its real float type, integers -> float64 (np.angle)
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ FUNCTIONS: tuple[Fn, ...] = (
     _F("log10", [], [1], cf.log10, [cf.log10], "np.log10({0})", FLOAT, False, np.log10, (0.01, 10.0), "base-10 logarithm"),
     _F("log1p", [], [1], cf.log1p, [cf.log1p], "np.log1p({0})", FLOAT, False, np.log1p, (-0.9, 10.0), "log(1 + x), accurate near 0"),
     _F("sqrt", [], [1], sp.sqrt, [], None, FLOAT, True, np.sqrt, (0.0, 10.0), "square root"),
-    _F("cbrt", [], [1], cf.Cbrt, [], None, FLOAT, False, np.cbrt, doc="real cube root"),
+    _F("cbrt", [], [1], cf.Cbrt, [cf.Cbrt], "np.cbrt({0})", FLOAT, False, np.cbrt, doc="real cube root"),
     _F("hypot", [], [2], cf.hypot, [cf.hypot], "np.hypot({0}, {1})", FLOAT, False, np.hypot, doc="sqrt(x**2 + y**2) without overflow"),
     _F("pow", ["power"], [2], sp.Pow, [], None, SAME, True, np.power, (0.1, 3.0), "x**y"),
     _F("Abs", ["abs", "absolute", "fabs"], [1], sp.Abs, [sp.Abs], "np.abs({0})", REAL, True, np.abs, doc="absolute value (modulus for complex)"),
@@ -131,7 +132,7 @@ FUNCTIONS: tuple[Fn, ...] = (
     _F("re", ["real"], [1], sp.re, [sp.re], "np.real({0})", REAL, True, np.real, doc="real part"),
     _F("im", ["imag"], [1], sp.im, [sp.im], "np.imag({0})", REAL, True, np.imag, doc="imaginary part"),
     _F("conjugate", ["conj"], [1], sp.conjugate, [sp.conjugate], "np.conj({0})", SAME, True, np.conj, doc="complex conjugate"),
-    _F("arg", ["angle"], [1], sp.arg, [sp.arg], "np.angle({0})", REAL, True, np.angle, doc="complex argument (phase)"),
+    _F("arg", ["angle"], [1], sp.arg, [sp.arg], "np.angle({0})", REAL_FLOAT, True, np.angle, doc="complex argument (phase)"),
     _F("where", [], [3], _where, [], None, SAME, True, np.where, doc="where(cond, a, b): a where cond holds, else b"),
     _F("Piecewise", [], [], sp.Piecewise, [sp.Piecewise], None, SAME, True, None, doc="Piecewise((a, cond), ..., (b, True))"),
     _F("isnan", [], [1], cf.isnan, [cf.isnan], "np.isnan({0})", BOOL, True, np.isnan, doc="True where x is NaN"),

@@ -57,6 +57,7 @@ class UFunc:
         self._fixed = None             # the np.ufunc of explicit signatures
         self._fixed_out = None
         self._device_impl = None
+        self._tuple1 = formula.multi and formula.nout == 1
         if target in ("cuda", "auto"):
             from .backends import get_device_backend
             self._device_impl = get_device_backend(self, required=(target == "cuda"))
@@ -114,7 +115,7 @@ class UFunc:
             return self._device_impl(args, kwargs)
         fixed = self._fixed
         if fixed is not None:
-            if not kwargs and self.target == "cpu":
+            if not kwargs and self.target == "cpu" and not self._tuple1:
                 return fixed(*args)
             return self._invoke(fixed, self._fixed_out, args, kwargs)
         try:
@@ -124,11 +125,20 @@ class UFunc:
                 entry = self._dispatch[tuple([getattr(a, "dtype", type(a)) for a in args])]
             except (KeyError, TypeError):
                 entry = self._resolve(args)
-        if not kwargs and self.target == "cpu":
+        if not kwargs and self.target == "cpu" and not self._tuple1:
             return entry[0](*args)
         return self._invoke(entry[0], entry[1], args, kwargs)
 
     def _invoke(self, uf, out_dtypes, args, kwargs):
+        if self._tuple1:  # a list of one formula still returns a tuple
+            out = kwargs.get("out")
+            if isinstance(out, tuple):
+                kwargs = dict(kwargs, out=out[0])
+            self._tuple1 = False
+            try:
+                return (self._invoke(uf, out_dtypes, args, kwargs),)
+            finally:
+                self._tuple1 = True
         where = kwargs.get("where", True)
         if where is not True:
             return self._masked(uf, out_dtypes, args, kwargs)
@@ -248,6 +258,11 @@ class UFunc:
             return self._device_impl.source()
         f64 = (np.dtype(np.float64),) * self.nin
         return kernel_source(self._request(f64, None)).text
+
+    def inspect_llvm(self) -> dict:
+        """The optimised LLVM IR of each compiled loop (kernel inlined), by signature."""
+        return {str(Signature(e[2].in_dtypes, e[2].out_dtypes)): e[2].keepalive[0].get_llvm_str()
+                for e in self._entries.values()}
 
     def diff(self, name: str, n: int = 1) -> "UFunc":
         """The derivative with respect to argument ``name``, compiled the same way.

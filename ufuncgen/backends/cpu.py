@@ -184,6 +184,8 @@ class _CopyHelpers:
         fn = ir.Function(self.module, fnty, name=f"ufuncgen_{kind}_{len(self.cache)}")
         fn.linkage = "internal"
         fn.attributes.add("noinline")
+        fn.attributes.add("optsize")  # plain copies: not worth vectorising, and cheaper to compile
+        fn.attributes.add("minsize")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         if kind == "fill":
             dst, src, m = fn.args
