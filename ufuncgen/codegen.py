@@ -7,6 +7,7 @@ safe parameter names, content-hash names and ``linecache`` registration.
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import keyword
 import linecache
@@ -26,8 +27,7 @@ __all__ = ["KernelSource", "generate_kernel", "register_source", "safe_param_nam
 
 MAX_EXPAND_POWER = 8  # x**n with |n| <= this becomes multiplications
 
-_RESERVED = frozenset({"np", "math", "cmath", "numba", "numpy", "kernel", "nan", "inf"} | set(dir(__builtins__)
-                      if isinstance(__builtins__, dict) else dir(__import__("builtins"))))
+_RESERVED = frozenset({"np", "math", "cmath", "numba", "numpy", "kernel", "nan", "inf"} | set(dir(builtins)))
 
 
 def _safe(name: str) -> bool:

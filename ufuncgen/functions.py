@@ -73,20 +73,22 @@ def _vec(f):
     return np.vectorize(f, otypes=[float])
 
 
-def _where(c, a, b):
-    return sp.Piecewise((a, c), (b, True))
+def _where(c, a, b, evaluate=True):
+    return sp.Piecewise((a, c), (b, True), evaluate=evaluate)
 
 
-def _log(x, base=None):
-    return sp.log(x) if base is None else sp.log(x) / sp.log(base)
+def _log(x, base=None, evaluate=True):
+    if base is None:
+        return sp.log(x, evaluate=evaluate)
+    return sp.Mul(sp.log(x, evaluate=evaluate), sp.Pow(sp.log(base, evaluate=evaluate), -1), evaluate=evaluate)
 
 
-def _min(*a):
-    return sp.Min(*a)
+def _min(*a, evaluate=True):
+    return sp.Min(*a, evaluate=evaluate)
 
 
-def _max(*a):
-    return sp.Max(*a)
+def _max(*a, evaluate=True):
+    return sp.Max(*a, evaluate=evaluate)
 
 
 def _F(name, aliases, nargs, build, types, code, rule, complex_ok, ref, domain=(-3.0, 3.0), doc=""):

@@ -99,6 +99,7 @@ class FormulaParser:
         self.text = text
         self.limits = limits
         self.symbols: dict[str, sp.Symbol] = {}
+        self._line_shift = 0
         self._line_starts = [0]
         for i, ch in enumerate(text):
             if ch == "\n":
@@ -109,6 +110,9 @@ class FormulaParser:
         lineno = getattr(node, "lineno", None)
         off = getattr(node, "col_offset", None)
         if lineno is None or off is None:
+            return None
+        lineno -= self._line_shift
+        if lineno < 1:
             return None
         line_start = self._line_starts[min(lineno, len(self._line_starts)) - 1]
         line = self.text[line_start:]
@@ -140,7 +144,9 @@ class FormulaParser:
         except SyntaxError as err:
             if "\n" in text:  # allow a formula written over several lines
                 try:
-                    return ast.parse("(" + text + "\n)", mode="eval")
+                    tree = ast.parse("(\n" + text + "\n)", mode="eval")
+                    self._line_shift = 1  # node line numbers count the added first line
+                    return tree
                 except (SyntaxError, ValueError, RecursionError, MemoryError):
                     pass
             col = None
