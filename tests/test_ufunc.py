@@ -159,8 +159,10 @@ def test_args_order_and_unused_args():
     assert f.args == ("y", "x", "unused")
     with pytest.raises(ug.FormulaError, match="z"):
         ug.ufunc("x + z", args=("x",))
-    with pytest.raises(TypeError, match="takes 3 argument"):
-        f(1.0, 2.0)
+    with pytest.raises(TypeError, match="missing 1 required positional argument: 'unused'"):
+        f(np.ones(2), np.ones(2))
+    with pytest.raises(TypeError, match="takes 3 positional arguments"):
+        f(1.0, 2.0, 3.0, 4.0)
 
 
 def test_sympy_expressions_are_accepted():

@@ -7,6 +7,7 @@ broadcasting, ``out=``, casting and ``reduce`` apply unchanged.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import threading
 from typing import Sequence
@@ -15,6 +16,7 @@ import numpy as np
 import sympy as sp
 
 from .build import LoopRequest, compiled_loop, kernel_source, output_dtypes
+from .codegen import safe_param_names
 from .dtypes import Signature, dtype_name, input_dtype_for, literal_dtype, parse_signatures
 from .errors import FormulaError
 from .formula import Formula, make_formula
@@ -41,56 +43,115 @@ def _check_options(target: str, options: dict) -> dict:
     return merged
 
 
-class UFunc:
-    """A compiled formula with NumPy ufunc semantics (see ``ufuncgen.ufunc``)."""
+# The lazy entry point, generated per argument count from this fixed template (never from user
+# text; parameters are the formula's argument names where safe, else _a0, _a1, ...).  One Python
+# frame: identity checks against the dtypes of the last call, else a table lookup by dtypes.
+_DISPATCH_TEMPLATE = """
+def dispatch({params}, /, **_kw):
+    try:
+        if not _kw and {same_as_last}:
+            return _last[-1]({params})
+        _key = ({dtypes},)
+        _uf = _table[_key]
+    except (AttributeError, KeyError, TypeError):
+        return _slow(({params},), _kw)
+    if _kw:
+        return _slow(({params},), _kw)
+    _last[:] = _key + (_uf,)
+    return _uf({params})
+"""
+_MAX_SPECIALISED_ARGS = 8
 
-    def __init__(self, formula: Formula, signatures=None, target: str = "cpu", name: str | None = None,
-                 **options):
-        self._formula = formula
-        self._options = _check_options(target, options)
-        self.target = target
+
+def _lazy_entry_point(args: tuple, table: dict, slow, name: str):
+    nin = len(args)
+    if nin > _MAX_SPECIALISED_ARGS:
+        def dispatch(*args, **kwargs):
+            return slow(args, kwargs)
+    else:
+        names = safe_param_names(args)
+        params = ", ".join(names)
+        dtypes = ", ".join(f"{p}.dtype" for p in names)
+        same = " and ".join(f"{p}.dtype is _last[{i}]" for i, p in enumerate(names))
+        namespace = {"_table": table, "_slow": slow, "_last": [None] * (nin + 1)}
+        source = _DISPATCH_TEMPLATE.format(params=params, dtypes=dtypes, same_as_last=same)
+        exec(source, namespace)  # noqa: S102 - a fixed template filled with validated identifiers
+        dispatch = namespace["dispatch"]
+    dispatch.__name__ = dispatch.__qualname__ = name if name.isidentifier() else "ufunc"
+    return dispatch
+
+
+class UFunc(functools.partial):
+    """A compiled formula with NumPy ufunc semantics (see ``ufuncgen.ufunc``).
+
+    It is a ``functools.partial`` so that a call reaches the compiled ``numpy.ufunc`` from C:
+    with explicit signatures on the cpu target the call *is* the NumPy ufunc call, and lazily
+    compiled formulas add a single Python frame (about 0.1 us) that picks the loop by dtype.
+    """
+
+    def __new__(cls, formula: Formula, signatures=None, target: str = "cpu", name: str | None = None,
+                **options):
+        opts = _check_options(target, options)
+        sigs = parse_signatures(signatures, formula.nin, formula.nout)
         digest = hashlib.sha256(formula.canonical().encode()).hexdigest()[:10]
-        self.__name__ = name or f"ufuncgen_{digest}"
-        self._entries: dict = {}       # input dtypes -> (np.ufunc with one loop, out dtypes, loop)
-        self._dispatch: dict = {}      # call key (dtypes / scalar types) -> entry
-        self._lock = threading.Lock()
-        self._fixed = None             # the np.ufunc of explicit signatures
-        self._fixed_out = None
-        self._device_impl = None
-        self._tuple1 = formula.multi and formula.nout == 1
+        name = name or f"ufuncgen_{digest}"
+        tuple1 = formula.multi and formula.nout == 1
+        box: list = []
+        table: dict = {}
+
+        def slow(args, kwargs):
+            return box[0]._call(args, kwargs)
+
+        state = {"_formula": formula, "_options": opts, "target": target, "__name__": name, "_sigs": sigs,
+                 "_entries": {}, "_dispatch": {}, "_table": table, "_lock": threading.Lock(), "_fixed": None,
+                 "_fixed_out": None, "_device_impl": None, "_tuple1": tuple1}
+        loops = []
+        if sigs and target in ("cpu", "parallel", "auto"):
+            for sig in sigs:
+                req = _request(formula, opts, sig.inputs, sig.outputs)
+                loop = compiled_loop(req)
+                loops.append(loop)
+                state["_entries"][(req.in_dtypes, tuple(sig.outputs) if sig.outputs else None)] = (None, loop.out_dtypes, loop)
+            from .backends.cpu import make_numpy_ufunc
+            state["_fixed"] = make_numpy_ufunc(name, _doc(formula), loops, formula.nin, formula.nout)
+            state["_fixed_out"] = loops[0].out_dtypes if len(loops) == 1 else None
+        if target == "cpu" and not tuple1:
+            func = state["_fixed"] if state["_fixed"] is not None else \
+                _lazy_entry_point(formula.args, table, slow, name)
+        else:
+            def func(*args, **kwargs):
+                return box[0]._call(args, kwargs)
+        self = super().__new__(cls, func)
+        self.__dict__.update(state)
+        box.append(self)
         if target in ("cuda", "auto"):
             from .backends import get_device_backend
             self._device_impl = get_device_backend(self, required=(target == "cuda"))
-        self._sigs = parse_signatures(signatures, formula.nin, formula.nout)
-        if self._sigs and target in ("cpu", "parallel", "auto"):
-            loops = [self._entry(sig.inputs, sig.outputs)[2] for sig in self._sigs]
-            from .backends.cpu import make_numpy_ufunc
-            self._fixed = make_numpy_ufunc(self.__name__, self._doc(), loops, formula.nin, formula.nout)
-            self._fixed_out = loops[0].out_dtypes if len(loops) == 1 else None
-        elif self._sigs and self._device_impl is not None:
-            for sig in self._sigs:
-                self._device_impl.compile(sig.inputs, sig.outputs)
+            if sigs and self._device_impl is not None and target == "cuda":
+                for sig in sigs:
+                    self._device_impl.compile(sig.inputs, sig.outputs)
+        return self
+
+    def __init__(self, *args, **kwargs):
+        """Everything is set up in ``__new__`` (a partial needs its callee when it is made)."""
 
     # ---- compiling ------------------------------------------------------------------------
     def _doc(self) -> str:
-        return f"ufuncgen formula {self._formula} with args ({', '.join(self._formula.args)})"
+        return _doc(self._formula)
 
     def _request(self, in_dtypes: tuple, out_dtypes: tuple | None) -> LoopRequest:
-        in_dtypes = tuple(np.dtype(d) for d in in_dtypes)
-        outs = tuple(np.dtype(d) for d in out_dtypes) if out_dtypes else output_dtypes(self._formula, in_dtypes)
-        return LoopRequest(self._formula, in_dtypes, outs, bool(self._options["fastmath"]),
-                           bool(self._options["cse"]))
+        return _request(self._formula, self._options, in_dtypes, out_dtypes)
 
     def _entry(self, in_dtypes: tuple, out_dtypes: tuple | None = None):
         key = (tuple(in_dtypes), tuple(out_dtypes) if out_dtypes else None)
         entry = self._entries.get(key)
-        if entry is None:
+        if entry is None or entry[0] is None:
             from .backends.cpu import make_numpy_ufunc
-            loop = compiled_loop(self._request(in_dtypes, out_dtypes))
+            loop = entry[2] if entry is not None else compiled_loop(self._request(in_dtypes, out_dtypes))
             uf = make_numpy_ufunc(self.__name__, self._doc(), [loop], self._formula.nin, self._formula.nout)
             entry = (uf, loop.out_dtypes, loop)
             with self._lock:
-                self._entries.setdefault(key, entry)
+                self._entries[key] = entry
         return entry
 
     def _call_dtypes(self, args) -> tuple:
@@ -103,44 +164,37 @@ class UFunc:
         return tuple(literal_dtype(a, tuple(arrays)) if isinstance(a, _PY_SCALARS) and arrays
                      else input_dtype_for(a) for a in args)
 
-    def _resolve(self, args):
-        entry = self._entry(self._call_dtypes(args))
-        if all(hasattr(a, "dtype") or isinstance(a, _PY_SCALARS) for a in args):
-            self._dispatch[tuple([getattr(a, "dtype", type(a)) for a in args])] = entry
+    def _lookup(self, args):
+        """(single-loop ufunc, out dtypes, loop) for these arguments, compiling on a miss."""
+        try:
+            key = tuple([getattr(a, "dtype", type(a)) for a in args])
+            entry = self._dispatch.get(key)
+        except TypeError:
+            key, entry = None, None
+        if entry is None:
+            entry = self._entry(self._call_dtypes(args))
+            if key is not None and all(hasattr(a, "dtype") or isinstance(a, _PY_SCALARS) for a in args):
+                self._dispatch[key] = entry
+                if all(hasattr(a, "dtype") for a in args):
+                    self._table[key] = entry[0]
         return entry
 
     # ---- calling --------------------------------------------------------------------------
-    def __call__(self, *args, **kwargs):
-        if self._device_impl is not None and (self.target == "cuda" or self._device_impl.wants(args, kwargs)):
-            return self._device_impl(args, kwargs)
-        fixed = self._fixed
-        if fixed is not None:
-            if not kwargs and self.target == "cpu" and not self._tuple1:
-                return fixed(*args)
-            return self._invoke(fixed, self._fixed_out, args, kwargs)
-        try:
-            entry = self._dispatch[tuple([a.dtype for a in args])]
-        except (AttributeError, KeyError, TypeError):
-            try:
-                entry = self._dispatch[tuple([getattr(a, "dtype", type(a)) for a in args])]
-            except (KeyError, TypeError):
-                entry = self._resolve(args)
-        if not kwargs and self.target == "cpu" and not self._tuple1:
-            return entry[0](*args)
-        return self._invoke(entry[0], entry[1], args, kwargs)
+    def _call(self, args, kwargs):
+        dev = self._device_impl
+        if dev is not None and (self.target == "cuda" or dev.wants(args, kwargs)):
+            return dev(args, kwargs)
+        if self._tuple1 and isinstance(kwargs.get("out"), tuple):
+            kwargs = dict(kwargs, out=kwargs["out"][0])
+        if self._fixed is not None:
+            uf, outs = self._fixed, self._fixed_out
+        else:
+            uf, outs, _loop = self._lookup(args)
+        result = self._invoke(uf, outs, args, kwargs)
+        return (result,) if self._tuple1 else result
 
     def _invoke(self, uf, out_dtypes, args, kwargs):
-        if self._tuple1:  # a list of one formula still returns a tuple
-            out = kwargs.get("out")
-            if isinstance(out, tuple):
-                kwargs = dict(kwargs, out=out[0])
-            self._tuple1 = False
-            try:
-                return (self._invoke(uf, out_dtypes, args, kwargs),)
-            finally:
-                self._tuple1 = True
-        where = kwargs.get("where", True)
-        if where is not True:
+        if kwargs.get("where", True) is not True:
             return self._masked(uf, out_dtypes, args, kwargs)
         if self.target == "parallel":
             from .parallel import parallel_call
@@ -313,6 +367,16 @@ class UFunc:
         exprs = list(self._formula.exprs) if self._formula.multi else self._formula.exprs[0]
         sigs = [str(s) if s.outputs else "(" + ", ".join(map(dtype_name, s.inputs)) + ")" for s in self._sigs]
         return (_rebuild, (exprs, self.args, sigs or None, self.target, self.__name__, self._options))
+
+
+def _doc(formula: Formula) -> str:
+    return f"ufuncgen formula {formula} with args ({', '.join(formula.args)})"
+
+
+def _request(formula: Formula, options: dict, in_dtypes: tuple, out_dtypes: tuple | None) -> LoopRequest:
+    in_dtypes = tuple(np.dtype(d) for d in in_dtypes)
+    outs = tuple(np.dtype(d) for d in out_dtypes) if out_dtypes else output_dtypes(formula, in_dtypes)
+    return LoopRequest(formula, in_dtypes, outs, bool(options["fastmath"]), bool(options["cse"]))
 
 
 def _rebuild(exprs, args, signatures, target, name, options):
