@@ -75,3 +75,19 @@ def test_float32_kernels_have_no_float64_in_the_llvm_ir(formula):
 def test_float64_kernel_ir_does_use_double():  # the IR check above can fail
     f = ug.ufunc("0.5*x", signatures="float64(float64)")
     assert "double" in f.inspect_llvm()["float64(float64)"]
+
+
+def test_linecache_entry_is_dropped_with_the_kernel():
+    import gc
+    import linecache
+
+    from ufuncgen.codegen import load_kernel
+    f = make_formula("x*x + 17.25")
+    src = generate_kernel(f, (np.dtype("f8"),), (np.dtype("f8"),))
+    func = load_kernel(src)
+    assert linecache.getlines(src.filename) == src.text.splitlines(True)
+    import inspect
+    assert "17.25" in inspect.getsource(func) or "_c0" in inspect.getsource(func)
+    del func
+    gc.collect()
+    assert src.filename not in linecache.cache

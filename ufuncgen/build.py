@@ -59,6 +59,7 @@ def _build_cpu(req: LoopRequest):
         raise
     loop = cpu.build_loop(cres, req.in_dtypes, req.out_dtypes, src.digest)
     loop.source = src
+    loop.keepalive += (pyfunc,)  # keeps the kernel's linecache entry while the loop lives
     return loop
 
 

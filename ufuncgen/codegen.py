@@ -348,8 +348,9 @@ def register_source(src: KernelSource, owner=None) -> None:
 
 def load_kernel(src: KernelSource):
     """Turn generated source (never user text) into a Python function."""
-    register_source(src)
     namespace: dict = {"__name__": f"ufuncgen_kernel_{src.digest}"}
     code = compile(src.text, src.filename, "exec")
     exec(code, namespace)  # noqa: S102 - our own generated source, see module docstring
-    return namespace[src.func_name]
+    func = namespace[src.func_name]
+    register_source(src, owner=func)  # the linecache entry lives as long as the kernel function
+    return func
