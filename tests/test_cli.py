@@ -203,6 +203,40 @@ def test_compile_example_file(tmp_path):
         assert "compiled 5 of 5 formulas" in proc.stdout
 
 
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_compile_on_a_terminal_draws_progress_on_stderr(tmp_path):
+    import select
+    path = write(tmp_path, """
+        [a]
+        expr = "x - 2.75"
+        [b]
+        expr = "x * 1.5"
+    """)
+    master, slave = os.openpty()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), UFUNCGEN_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.Popen([sys.executable, "-m", "ufuncgen", "compile", str(path)], stdout=subprocess.PIPE,
+                            stderr=slave, env=env, text=True, cwd=ROOT)
+    os.close(slave)
+    drawn = b""
+    while True:
+        ready, _, _ = select.select([master], [], [], 120)
+        if not ready:
+            break
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:            # the terminal closed: the process has exited
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(master)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    assert b"\r" in drawn and b"Traceback" not in drawn       # redrawn in place (tqdm or the live line)
+    assert stdout.strip().splitlines() == [stdout.strip().splitlines()[-1]]   # no per-formula lines
+    assert stdout.startswith(f"compiled 2 of 2 formulas from {path}")
+
+
 def test_compile_missing_file(tmp_path):
     proc = run("compile", tmp_path / "absent.toml")
     assert proc.returncode == 1

@@ -240,6 +240,8 @@ def test_toml_syntax_error_has_a_line(tmp_path):
     ("[a]\nexpr = []\n", "expr must be a formula string, or a list of them"),
     ("[a]\nexpr = 'x'\nsignatures = 'float64'\n", "signatures"),
     ("", "defines no formulas"),
+    ("[a]\nexpr = 'x'\n[a.options]\nfast = true\n", "unknown key 'options'"),
+    ("[[a]]\nexpr = 'x'\n[[a]]\nexpr = 'y'\n", "must be a table"),
 ])
 def test_single_problems(tmp_path, text, match):
     with pytest.raises(ConfigError, match=match):

@@ -117,7 +117,8 @@ class Entry:
 
 # ---- readers: text -> raw entries, each with its line ---------------------------------------
 _TOML_KEY = r'(?P<key>[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\')'
-_TOML_HEADER = re.compile(r"^\s*\[\[?\s*" + _TOML_KEY + r"\s*[\].]")
+_TOML_HEADER = re.compile(r"^\s*\[(?P<array>\[?)\s*" + _TOML_KEY + r"\s*(?P<end>[\].])")
+_TOML_KEY_AFTER_DOT = re.compile(r"\s*" + _TOML_KEY)
 _TOML_ASSIGN = re.compile(r"^\s*" + _TOML_KEY + r"\s*[=.]")
 _TOML_AT = re.compile(r"\s*\(at (?:line (\d+), column \d+|end of document)\)\s*$")
 _DUPLICATE = "ufuncgen-duplicate-{}"
@@ -148,8 +149,17 @@ def _scan_toml(lines: list) -> list:
             continue
         m = _TOML_HEADER.match(line)
         if m:
-            current = _Def(_unquote(m.group("key")), i, True, m.span("key"))
-            defs.append(current)
+            name = _unquote(m.group("key"))
+            again = m.group("end") == "." or m.group("array")    # [a.b] and [[a]] may repeat [a]
+            earlier = next((d for d in defs if d.name == name), None) if again else None
+            if earlier is not None:
+                current = earlier
+                sub = _TOML_KEY_AFTER_DOT.match(line, m.end("end"))
+                if sub:
+                    current.key_lines.setdefault(_unquote(sub.group("key")), i)
+            else:
+                current = _Def(name, i, True, m.span("key"))
+                defs.append(current)
         else:
             m = _TOML_ASSIGN.match(line)
             if m and current is None:
