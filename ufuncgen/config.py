@@ -355,7 +355,7 @@ def _build(entry: Entry):
             raise FormulaError(f"formula {entry.name!r} has a layout (a gufunc), but this ufuncgen has no "
                                "gufunc support (ufuncgen.gufunc cannot be imported)")
         obj = gufunc(entry.expr, layout=entry.layout, args=list(entry.args) if entry.args else None,
-                     signatures=entry.signatures, target=entry.target, **entry.options)
+                     signatures=entry.signatures, target=entry.target, name=entry.name, **entry.options)
     if entry.doc:
         try:
             obj.__doc__ = entry.doc
