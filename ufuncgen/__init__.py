@@ -5,6 +5,8 @@ Importing the package is cheap: Numba, SymPy and the backends load on first use 
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 from .errors import FormulaError, SignatureError
 
@@ -50,3 +52,20 @@ def __getattr__(name):
 
 def __dir__():
     return sorted(set(globals()) | set(_LAZY))
+
+
+class _Package(types.ModuleType):
+    """Keeps ``ug.ufunc`` / ``ug.gufunc`` the functions once their same-named submodules are imported.
+
+    Importing ``ufuncgen.ufunc`` (as ``ug.vectorize`` and ``ug.load`` do) makes the import system
+    set the package attribute ``ufunc`` to the module, which would hide the lazy function for good.
+    """
+
+    def __setattr__(self, name, value):
+        target = _LAZY.get(name)
+        if isinstance(value, types.ModuleType) and target is not None and target[0] == name:
+            value = getattr(value, target[1])
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
