@@ -5,17 +5,17 @@ Importing the package is cheap: Numba, SymPy and the backends load on first use 
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 
 from .errors import FormulaError, SignatureError
 
 __version__ = "0.1.0"
 
-# public name -> (module, attribute); each module is imported on first access of one of its names
+# public name -> (module, attribute); each module is imported on first access of one of its names.
+# No module is named like a public function: importing ufuncgen.<name> would make the import
+# system overwrite the package attribute <name> with the module.
 _LAZY = {
-    "ufunc": ("ufunc", "ufunc"),
-    "UFunc": ("ufunc", "UFunc"),
+    "ufunc": ("elementwise", "ufunc"),
+    "UFunc": ("elementwise", "UFunc"),
     "gufunc": ("gufunc", "gufunc"),
     "GUFunc": ("gufunc", "GUFunc"),
     "guvectorize": ("gufunc", "guvectorize"),
@@ -53,19 +53,3 @@ def __getattr__(name):
 def __dir__():
     return sorted(set(globals()) | set(_LAZY))
 
-
-class _Package(types.ModuleType):
-    """Keeps ``ug.ufunc`` / ``ug.gufunc`` the functions once their same-named submodules are imported.
-
-    Importing ``ufuncgen.ufunc`` (as ``ug.vectorize`` and ``ug.load`` do) makes the import system
-    set the package attribute ``ufunc`` to the module, which would hide the lazy function for good.
-    """
-
-    def __setattr__(self, name, value):
-        target = _LAZY.get(name)
-        if isinstance(value, types.ModuleType) and target is not None and target[0] == name:
-            value = getattr(value, target[1])
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

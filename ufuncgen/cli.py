@@ -63,7 +63,7 @@ def _make(formula: str, args, target: str, signature: str | None = None, layout:
             raise RuntimeError("index notation (x[i]) and --layout need gufunc support (ufuncgen.gufunc), "
                                "which this installation lacks") from err
         return gufunc(formula, layout=layout, args=args, signatures=sigs, target=target)
-    from .ufunc import ufunc
+    from .elementwise import ufunc
     return ufunc(formula, args=args, signatures=sigs, target=target)
 
 

@@ -283,7 +283,7 @@ def _formula_problem(raw: _Raw, key: str, err: Exception) -> Problem:
 def _check_entry(raw: _Raw, problems: list) -> Entry | None:
     from .dtypes import parse_signatures
     from .formula import make_formula
-    from .ufunc import TARGETS
+    from .elementwise import TARGETS
 
     name = raw.name
     n_problems = len(problems)
@@ -346,7 +346,7 @@ def _check_gufunc(expr, layout, args, signatures, options) -> None:
 def _build(entry: Entry):
     """The compiled object of one entry (``ug.ufunc`` or ``ug.gufunc``)."""
     if entry.layout is None:
-        from .ufunc import ufunc
+        from .elementwise import ufunc
         obj = ufunc(entry.formula, args=entry.formula.args, signatures=entry.signatures, target=entry.target,
                     name=entry.name, **entry.options)
     else:

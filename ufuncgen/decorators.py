@@ -20,7 +20,7 @@ def _where(func: Callable) -> str:
 
 
 def _compile(func: Callable, signatures, target: str, name: str | None, options: dict):
-    from .ufunc import ufunc
+    from .elementwise import ufunc
 
     traced = trace(func)
     if name is None and getattr(func, "__name__", "<lambda>").isidentifier():

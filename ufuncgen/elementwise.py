@@ -82,7 +82,7 @@ def _lazy_entry_point(args: tuple, table: dict, slow, name: str):
 
 
 class UFunc(functools.partial):
-    """A compiled formula with NumPy ufunc semantics (see ``ufuncgen.ufunc``).
+    """A compiled formula with NumPy ufunc semantics (see ``ufuncgen.elementwise.ufunc``).
 
     It is a ``functools.partial`` so that a call reaches the compiled ``numpy.ufunc`` from C:
     with explicit signatures on the cpu target the call *is* the NumPy ufunc call, and lazily
