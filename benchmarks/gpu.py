@@ -115,7 +115,7 @@ def main():
     row("copy 4e8 B", "cudaMemcpy D2D", t_memcpy, copy_bw, 1.0)
     row("copy 4e8 B", "cupy.copyto kernel", t_kernel, 2 * nbytes / t_kernel / 1e6, 2 * nbytes / t_kernel / 1e6 / copy_bw)
     results["copy_bw_GBs"] = copy_bw
-    del src, dst
+    src = dst = None  # free the memory
 
     # ---- the formulas at n -----------------------------------------------------------------
     ek_axpy = cp.ElementwiseKernel("T a, T x, T y", "T z", "z = a * x + y", "ek_axpy")
@@ -168,7 +168,7 @@ def main():
                     continue
                 bw = moved / t / 1e6
                 row(what, impl, t, bw, bw / copy_bw, note=f"max rel err {err:.1e}" if impl.startswith("ufuncgen cuda (") else "")
-        del xs, ys, os_, nxs, nys, nos
+        xs = ys = os_ = nxs = nys = nos = None  # free the memory
         cp.get_default_memory_pool().free_all_blocks()
 
     # ---- launch configuration sweep ------------------------------------------------------------
@@ -263,7 +263,7 @@ def sweep(args, cp, ug, ugcuda, timer, row, copy_bw, n):
                         t = timer(lambda i: f(*pre, xs[i], ys[i], out=os_[i]), max(5, args.reps // 2), sets)
                         bw = 3 * n * dt.itemsize / t / 1e6
                         row(f"sweep {name} {dtype}", f"block={block} unroll={unroll} bps={bps}", t, bw, bw / copy_bw)
-        del xs, ys, os_
+        xs = ys = os_ = None  # free the memory
         cp.get_default_memory_pool().free_all_blocks()
     ugcuda.TUNING.clear()
     ugcuda.TUNING.update(base)

@@ -9,14 +9,13 @@ simulator on.  ``@pytest.mark.gpu`` tests need the real device (PTX, CuPy, threa
 stress) and skip elsewhere.
 """
 import ctypes
+import importlib.util
 import os
 import pickle
 import subprocess
 import sys
 import textwrap
 import threading
-
-import importlib.util
 
 import numpy as np
 import pytest

@@ -421,6 +421,7 @@ class _DevicePlan:
                  layout, result_kind, out_store, order):
         self.nout = len(out_desc)
         self.n = n = int(np.prod(bshape, dtype=np.int64)) if bshape else 1
+        self.kernel = kernel
         self.launcher = launcher = kernel.launcher()
         slots = iter(launcher.slots)
         sim = engine.simulator

@@ -112,7 +112,7 @@ class DriverEngine:
             out.append(types.CPointer(t) if p.kind == "ptr" else t)
         return tuple(out)
 
-    def build(self, src: KernelSource, spec: LaunchSpec, fastmath: bool, block: int) -> "DriverKernel":
+    def build(self, src: KernelSource, spec: LaunchSpec, fastmath: bool, block: int) -> DriverKernel:
         pyfunc = load_kernel(src)
         ptx, _ = self.cuda.compile(pyfunc, self.numba_types(spec), device=False, fastmath=fastmath,
                                    cc=self.cc, output="ptx", abi="numba", launch_bounds=block)
@@ -194,7 +194,7 @@ class SimEngine:
     def context_handle(self) -> int:
         return 0
 
-    def build(self, src: KernelSource, spec: LaunchSpec, fastmath: bool, block: int) -> "SimKernel":
+    def build(self, src: KernelSource, spec: LaunchSpec, fastmath: bool, block: int) -> SimKernel:
         return SimKernel(self.cuda.jit(load_kernel(src)), spec, src)
 
 
