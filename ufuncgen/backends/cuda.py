@@ -37,9 +37,11 @@ from .cuda_engine import CudaUnavailable, get_engine
 __all__ = ["make_dispatcher", "CudaDispatcher", "TUNING", "KERNELS", "CudaUnavailable"]
 
 # Launch configuration.  block: threads per block; unroll: elements per thread per round of the
-# grid-stride loop (flat layout); blocks_per_sm: grid cap = blocks_per_sm * multiprocessors.
+# grid-stride loop (flat layout); blocks_per_sm: grid cap = blocks_per_sm * multiprocessors
+# (0: no cap).  Defaults from benchmarks/gpu.py --sweep on an H200 (float32/64 axpy and
+# sin(x)**2 + cos(y)*exp(-x*y) at 1e8 elements).
 # The simulator runs every thread as a Python thread: a tiny grid, still several rounds.
-TUNING = {"block": 256, "unroll": 4, "blocks_per_sm": 8, "sim_block": 32, "sim_grid": 2}
+TUNING = {"block": 256, "unroll": 2, "blocks_per_sm": 64, "sim_block": 32, "sim_grid": 2}
 
 # Compiled kernels, keyed by (formula, launch spec, options, engine key with the compute capability).
 KERNELS = BoundedCache(int(os.environ.get("UFUNCGEN_MEMORY_CACHE_SIZE", "1024")))
@@ -135,15 +137,26 @@ class CudaDispatcher:
     def __call__(self, args, kwargs):
         out = stream = None
         if kwargs:
-            if kwargs.keys() - _ALLOWED_KWARGS:
-                self._reject_kwargs(kwargs)
             out = kwargs.get("out")
+            stream = kwargs.get("stream")
+            if ("out" in kwargs) + ("stream" in kwargs) != len(kwargs):
+                self._reject_kwargs(kwargs)
             if out is not None and type(out) is not tuple:
                 out = tuple(out) if isinstance(out, list) else (out,)
-            stream = kwargs.get("stream")
         if self._device is not None:
             return self._on_device(args, out, stream)
-        plan = self._plans.get(self._key(args, out))
+        # the call shape, inline (this is the hot path): each argument's kind key, then out='s
+        get = _KIND_OF
+        try:
+            if out is None:
+                key = tuple([get(type(a)).key(a) for a in args])
+            else:
+                key = tuple([get(type(a)).key(a) for a in args] + [get(type(o)).key(o) for o in out])
+        except AttributeError:  # a type seen for the first time, or not an array
+            return self._first_call(args, out, stream)
+        if self._multi:  # plans hold functions loaded in one context
+            key += (self.engine.context_handle(),)
+        plan = self._plans.get(key)
         if plan is None:
             return self._first_call(args, out, stream)
         return plan.run(args, out, stream)
@@ -178,16 +191,16 @@ class CudaDispatcher:
                         f"{hint}; it takes {', '.join(sorted(_ALLOWED_KWARGS))}")
 
     def _key(self, args, out):
-        """The call shape: per argument its kind's key (type, dtype, shape, strides), then out=."""
+        """The call shape (as ``__call__`` computes it), or None for unknown argument types."""
         get = _KIND_OF
         try:
             parts = [get(type(a)).key(a) for a in args]
             if out is not None:
-                parts += [("out", get(type(o)).key(o)) for o in out]
-        except AttributeError:  # a type seen for the first time, or not an array: the slow path
+                parts += [get(type(o)).key(o) for o in out]
+        except AttributeError:
             return None
-        if self._multi:  # plans hold functions loaded in one context
-            parts.append(("ctx", self.engine.context_handle()))
+        if self._multi:
+            parts.append(self.engine.context_handle())
         return tuple(parts)
 
     # ---- planning -------------------------------------------------------------------------
@@ -306,7 +319,7 @@ class CudaDispatcher:
         key = (self._formula.canonical(), spec.key(), self._fastmath, self._cse, block, engine.cache_key)
 
         def build():
-            src = kernel_module_source(self._formula, spec, cse=self._cse)
+            src = kernel_module_source(self._formula, spec, cse=self._cse, fastmath=self._fastmath)
             kernel = engine.build(src, spec, self._fastmath, block)
             kernel.source = src
             return kernel
@@ -461,7 +474,8 @@ class _DevicePlan:
             self.block = TUNING["block"]
             per_thread = spec.unroll if layout is None else 1
             need = -(-n // (self.block * per_thread))
-            self.grid = max(1, min(need, TUNING["blocks_per_sm"] * engine.sm_count))
+            cap = TUNING["blocks_per_sm"] * engine.sm_count if TUNING["blocks_per_sm"] else need
+            self.grid = max(1, min(need, cap))
         self.default_stream = _default_stream(result_kind, sim)
         self.sim = sim
 

@@ -117,10 +117,10 @@ def _classify(t: type) -> Kind | None:
         return HOST
     if mod.startswith("cupy") and t.__name__ == "ndarray":
         return CUPY
-    if getattr(t, "__cuda_ndarray__", False):
+    if getattr(t, "__cuda_ndarray__", False):  # Numba's device arrays (gpu_data is set per instance)
         if "simulator" in mod:
             return SIM
-        if hasattr(t, "gpu_data"):
+        if mod.startswith("numba"):
             return NUMBA
     if hasattr(t, "__cuda_array_interface__"):
         return CAI

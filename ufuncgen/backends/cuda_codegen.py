@@ -295,26 +295,27 @@ import cmath
 from numba import cuda
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, fastmath={fastmath})
 def _nan_min(a, b):
     return a if (a < b or a != a) else b
 
 
-@cuda.jit(device=True)
+@cuda.jit(device=True, fastmath={fastmath})
 def _nan_max(a, b):
     return a if (a > b or a != a) else b
 
 
-_scalar = cuda.jit(device=True)(kernel)
+# device functions take their own fastmath flag (the kernel's does not reach them)
+_scalar = cuda.jit(device=True, fastmath={fastmath})(kernel)
 '''
 
 
-def kernel_module_source(formula, spec: LaunchSpec, cse: bool = True) -> KernelSource:
+def kernel_module_source(formula, spec: LaunchSpec, cse: bool = True, fastmath: bool = False) -> KernelSource:
     """The whole module text (scalar kernel, prelude, launcher) as a ``KernelSource``."""
     scalar = generate_kernel(formula, spec.in_compute, spec.out_compute, cse=cse, printer=CudaKernelPrinter)
     ret_line = [ln for ln in scalar.text.splitlines() if ln.startswith("    return ")][-1]
     single_tuple = len(spec.out_storage) == 1 and ret_line.rstrip().endswith(",)")
-    text = scalar.text + _PRELUDE + launcher_source(spec, single_tuple)
+    text = scalar.text + _PRELUDE.format(fastmath=bool(fastmath)) + launcher_source(spec, single_tuple)
     import hashlib
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     return KernelSource(text, f"<ufuncgen cuda kernel {digest}>", digest, tuple(spec.in_compute),
