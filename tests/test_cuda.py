@@ -247,7 +247,7 @@ def _f_contiguous(a) -> bool:
 def test_fortran_order_input_gives_fortran_order_output(axpy, kind):
     put, get, _ = kind
     x = np.asfortranarray(RNG.normal(size=(5, 7)))
-    dx = put(x) if cupy is None or put is not cupy.asarray else cupy.asfortranarray(x)
+    dx = put(x) if cupy is None or put is not cupy.asarray else cupy.asfortranarray(cupy.asarray(x))
     assert _f_contiguous(dx)
     r = axpy(2.0, dx, dx)
     np.testing.assert_allclose(get(r), 3 * x, rtol=1e-14)
@@ -416,6 +416,10 @@ def test_cupy_in_cupy_out_on_a_cupy_stream(axpy):
     s.synchronize()
     np.testing.assert_allclose(cupy.asnumpy(r), 3 * cupy.asnumpy(x), rtol=1e-6)
     np.testing.assert_allclose(cupy.asnumpy(r2), 3 * cupy.asnumpy(x), rtol=1e-6)
+    xh = RNG.normal(size=2_000_000)
+    with cupy.cuda.Stream(non_blocking=True) as s2:
+        h = axpy(2.0, xh, xh, stream=s2)  # host in, host out: the stream's work is waited for
+    np.testing.assert_allclose(h, 3 * xh, rtol=1e-14)
 
 
 @gpu
@@ -436,6 +440,22 @@ def test_threads_share_a_ufunc(trans):
         t.join()
     for x, r in zip(xs, results):
         np.testing.assert_allclose(r, np.sin(x) ** 2 + np.cos(x) * np.exp(-x * x), rtol=1e-12)
+
+
+@gpu
+@only_gpu
+@pytest.mark.parametrize("mode", ["bindings", "ctypes"])
+def test_both_ways_of_calling_the_driver(mode):
+    engine = ug.ufunc("x", target="cuda")._device_impl.engine
+    saved, saved_lib = engine.launch_mode, engine.libcuda
+    try:
+        from ufuncgen.backends.cuda_engine import _load_libcuda
+        engine.launch_mode, engine.libcuda = mode, _load_libcuda()
+        f = ug.ufunc("x*y - 2", target="cuda")
+        x = RNG.normal(size=3000)
+        np.testing.assert_allclose(f(cuda.to_device(x), cuda.to_device(x)).copy_to_host(), x * x - 2, rtol=1e-14)
+    finally:
+        engine.launch_mode, engine.libcuda = saved, saved_lib
 
 
 @gpu

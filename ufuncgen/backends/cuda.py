@@ -2,7 +2,7 @@
 
 ``make_dispatcher(uf, required)`` is what ``UFunc`` calls for ``target='cuda'`` and ``'auto'``.
 A call is resolved once per *call shape* (argument types, dtypes, shapes, strides, ``out``) into
-a ``_Plan``: kernel compiled (or taken from the cache), layout chosen, launch configuration and
+a ``_DevicePlan``: kernel compiled (or taken from the cache), layout chosen, launch configuration and
 constant parameters filled in.  Later calls of that shape only read pointers, allocate outputs
 and launch: no re-validation on the hot path.
 
@@ -41,7 +41,7 @@ __all__ = ["make_dispatcher", "CudaDispatcher", "TUNING", "KERNELS", "CudaUnavai
 # (0: no cap).  Defaults from benchmarks/gpu.py --sweep on an H200 (float32/64 axpy and
 # sin(x)**2 + cos(y)*exp(-x*y) at 1e8 elements).
 # The simulator runs every thread as a Python thread: a tiny grid, still several rounds.
-TUNING = {"block": 256, "unroll": 2, "blocks_per_sm": 64, "sim_block": 32, "sim_grid": 2}
+TUNING = {"block": 256, "unroll": 2, "blocks_per_sm": 256, "sim_block": 32, "sim_grid": 2}
 
 # Compiled kernels, keyed by (formula, launch spec, options, engine key with the compute capability).
 KERNELS = BoundedCache(int(os.environ.get("UFUNCGEN_MEMORY_CACHE_SIZE", "1024")))
@@ -54,11 +54,7 @@ _KIND_OF = arrays._BY_TYPE.get  # filled by arrays.kind_of on first sight of a t
 def make_dispatcher(uf, required: bool):
     """The cuda dispatcher for ``uf``; None for ``auto`` where numba-cuda is not installed."""
     if required:
-        try:
-            engine = get_engine()
-        except CudaUnavailable:
-            raise
-        return CudaDispatcher(uf, engine)
+        return CudaDispatcher(uf, get_engine())  # CudaUnavailable says what is missing
     if importlib.util.find_spec("numba_cuda") is None:
         return None
     return CudaDispatcher(uf, None)
@@ -154,8 +150,9 @@ class CudaDispatcher:
                 key = tuple([get(type(a)).key(a) for a in args] + [get(type(o)).key(o) for o in out])
         except AttributeError:  # a type seen for the first time, or not an array
             return self._first_call(args, out, stream)
-        if self._multi:  # plans hold functions loaded in one context
+        if self._multi:  # plans hold functions loaded in one context; arrays must be on its device
             key += (self.engine.context_handle(),)
+            self._check_devices(args, out)
         plan = self._plans.get(key)
         if plan is None:
             return self._first_call(args, out, stream)
@@ -183,6 +180,21 @@ class CudaDispatcher:
             return self._first_call(args, out, stream)
         with engine.cuda.gpus[int(self._device)]:
             return self._first_call(args, out, stream)
+
+    def _check_devices(self, args, out):
+        """With several GPUs: every device array must be on the current device."""
+        engine = self.engine
+        current = engine.current_device()
+        for j, a in enumerate(tuple(args) + tuple(out or ())):
+            kind = arrays.kind_of(a)
+            if kind is None or not kind.device or kind.ptr is None:
+                continue
+            dev = engine.device_of(kind.ptr(a))
+            if dev is not None and dev != current:
+                what = self._formula.args[j] if j < len(args) else "out"
+                raise ValueError(f"{self._uf.__name__}(): {what} is on GPU {dev} but GPU {current} is current; "
+                                 f"select GPU {dev} (cupy.cuda.Device({dev}) / numba.cuda.gpus[{dev}]), pass "
+                                 f"device={dev} to ug.ufunc, or copy the array")
 
     def _reject_kwargs(self, kwargs):
         unknown = sorted(kwargs.keys() - _ALLOWED_KWARGS)
@@ -468,6 +480,7 @@ class _DevicePlan:
         self.fill = _filler(setters, out_setters)
         self.allocs = () if out is not None else tuple(_allocator(result_kind, bshape, dt, order, engine)
                                                          for dt in out_store)
+        self.alloc1 = self.allocs[0] if len(self.allocs) == 1 else None
         if sim:
             self.block, self.grid = TUNING["sim_block"], TUNING["sim_grid"]
         else:
@@ -503,17 +516,15 @@ class _DevicePlan:
         return [(next(slots), j, _identity)]
 
     def run(self, args, out, stream):
-        if stream is None:
-            s = self.default_stream()
-        else:
-            s = 0 if self.sim else arrays.stream_handle(stream)
-        outs = out if out is not None else tuple([alloc() for alloc in self.allocs])
+        s = self.default_stream() if stream is None else 0 if self.sim else arrays.stream_handle(stream)
+        if out is None:
+            out = (self.alloc1(),) if self.alloc1 is not None else tuple([alloc() for alloc in self.allocs])
         if self.n:
             launcher = self.launcher
             with launcher.lock:
-                self.fill(args, outs)
+                self.fill(args, out)
                 launcher.launch(self.grid, self.block, s)
-        return outs[0] if self.nout == 1 else outs
+        return out[0] if self.nout == 1 else out
 
 
 def _filler(setters, out_setters):
@@ -577,6 +588,8 @@ class _HostPlan:
         if not any(self.is_array):  # scalars only: one element on the device, like NumPy's 0-d
             dev_args = (to_device(np.asarray(args[0])),) + tuple(args[1:]) if args else dev_args
         res = disp(dev_args, {"stream": stream} if stream is not None else {})
+        if stream is not None and not disp.engine.simulator:  # the copies below use the default stream
+            disp.engine.synchronize(arrays.stream_handle(stream))
         results = res if isinstance(res, tuple) else (res,)
         host = [r.copy_to_host() for r in results]
         if out is not None:

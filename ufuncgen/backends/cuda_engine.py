@@ -16,6 +16,7 @@ simulator, for CI.  numba-cuda-mlir, or a cubin compiler, would be a third engin
 from __future__ import annotations
 
 import ctypes
+import os
 import re
 import threading
 
@@ -85,7 +86,10 @@ class DriverEngine:
         self.device_name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
         import numba_cuda
         self.cache_key = ("driver", self.cc, getattr(numba_cuda, "__version__", "?"))
-        self._tls = threading.local()
+        # how launches call the driver: "ctypes" (cuLaunchKernel of libcuda directly) or "bindings"
+        # (cuda-bindings' wrapper); UFUNCGEN_CUDA_LAUNCH chooses, ctypes where libcuda is found
+        self.launch_mode = os.environ.get("UFUNCGEN_CUDA_LAUNCH", "ctypes")
+        self.libcuda = _load_libcuda() if self.launch_mode == "ctypes" else None
 
     def _check(self, err, what: str):
         if err != self._ok:
@@ -97,6 +101,21 @@ class DriverEngine:
         """The current thread's context (made current through numba-cuda on first use)."""
         ctx = self.cuda.current_context()
         return int(ctx.handle) if not isinstance(ctx.handle, int) else ctx.handle
+
+    def current_device(self) -> int:
+        return int(self.cuda.get_current_device().id)
+
+    def device_of(self, ptr: int) -> int | None:
+        """The device ordinal that owns a device pointer (None where the driver cannot tell)."""
+        if not ptr:
+            return None
+        attr = self.drv.CUpointer_attribute.CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL
+        err, value = self.drv.cuPointerGetAttribute(attr, ptr)
+        return int(value) if err == self._ok else None
+
+    def synchronize(self, stream: int) -> None:
+        err, = self.drv.cuStreamSynchronize(stream)
+        self._check(err, "cuStreamSynchronize")
 
     # ---- compiling ------------------------------------------------------------------------
     def numba_types(self, spec: LaunchSpec) -> tuple:
@@ -162,11 +181,14 @@ class DriverKernel:
         addr = ctypes.addressof(ptrs)
         func = self.function()
         engine = self.engine
+        keep = (slots, ptrs)
+        if engine.launch_mode == "ctypes" and engine.libcuda is not None:
+            return Launcher(slots, _ctypes_launch(engine, func, addr, keep))
         cu_launch = engine.drv.cuLaunchKernel
         ok = engine._ok
         no_context = engine.drv.CUresult.CUDA_ERROR_INVALID_CONTEXT
 
-        def launch(grid: int, block: int, stream: int, _keep=(slots, ptrs)):
+        def launch(grid: int, block: int, stream: int, _keep=keep):
             err, = cu_launch(func, grid, 1, 1, block, 1, 1, 0, stream, addr, 0)
             if err != ok:
                 if err == no_context:  # a thread that has not used CUDA yet: make the context current
@@ -175,6 +197,39 @@ class DriverKernel:
                 engine._check(err, "cuLaunchKernel")
 
         return Launcher(slots, launch)
+
+
+def _ctypes_launch(engine, func, addr: int, keep):
+    """``cuLaunchKernel`` of the driver library itself, through ctypes: the same driver call as
+    cuda-bindings' wrapper, without building a ``CUstream`` and a result enum on every call."""
+    fn = engine.libcuda.cuLaunchKernel
+    fptr = int(func)
+    no_context = int(engine.drv.CUresult.CUDA_ERROR_INVALID_CONTEXT)
+
+    def launch(grid: int, block: int, stream: int, _keep=keep):
+        err = fn(fptr, grid, 1, 1, block, 1, 1, 0, stream, addr, None)
+        if err:
+            if err == no_context:  # a thread that has not used CUDA yet: make the context current
+                engine.context_handle()
+                err = fn(fptr, grid, 1, 1, block, 1, 1, 0, stream, addr, None)
+            if err:
+                engine._check(engine.drv.CUresult(err), "cuLaunchKernel")
+
+    return launch
+
+
+def _load_libcuda():
+    """The driver library numba-cuda already loaded (None where it cannot be found by name)."""
+    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        fn = lib.cuLaunchKernel
+        fn.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
+        fn.restype = ctypes.c_int
+        return lib
+    return None
 
 
 class SimEngine:
