@@ -222,8 +222,8 @@ class CudaDispatcher:
             names = ", ".join(self._formula.args)
             raise TypeError(f"{self._uf.__name__}() takes {nin} argument(s) ({names}), got {len(args)}")
         kinds = [arrays.kind_of(a) for a in args]
-        is_array = [k.name != "scalar" and not (k.name == "host" and a.ndim == 0) for k, a in zip(kinds, args)]
-        host = [k.name == "host" and arr for k, arr in zip(kinds, is_array)]
+        is_array = [k.name != "scalar" and not (k.name == "host" and a.ndim == 0) for k, a in zip(kinds, args, strict=True)]
+        host = [k.name == "host" and arr for k, arr in zip(kinds, is_array, strict=True)]
         device = [k.device for k in kinds]
         out_kinds = [arrays.kind_of(o) for o in out] if out is not None else []
         if (any(host) or any(k.name == "host" for k in out_kinds)) and (any(device) or any(k.device for k in out_kinds)):
@@ -234,9 +234,9 @@ class CudaDispatcher:
         if not any(device) and not any(k.device for k in out_kinds):
             if out is not None:
                 result = self._dtypes(args, kinds, is_array)[3]
-                shapes = [np.shape(a) for a, arr in zip(args, is_array) if arr]
+                shapes = [np.shape(a) for a, arr in zip(args, is_array, strict=True) if arr]
                 bshape = self._broadcast(shapes)
-                for o, dt in zip(out, result):
+                for o, dt in zip(out, result, strict=True):
                     _check_out(np.shape(o), o.dtype, bshape, dt)
             plan = _HostPlan(self, is_array)
         else:
@@ -249,7 +249,7 @@ class CudaDispatcher:
 
     def _dtypes(self, args, kinds, is_array):
         storage = []
-        for a, k, arr in zip(args, kinds, is_array):
+        for a, k, arr in zip(args, kinds, is_array, strict=True):
             if k.name in ("cupy", "numba", "sim", "cai", "host"):
                 dt = k.describe(a)[2] if arr else np.asarray(a).dtype
             else:
@@ -257,7 +257,7 @@ class CudaDispatcher:
             storage.append(dt)
         arr_dts = tuple(input_dtype_for(np.empty(0, dt)) for dt in storage if dt is not None)
         compute = []
-        for a, dt in zip(args, storage):
+        for a, dt in zip(args, storage, strict=True):
             if dt is not None:
                 compute.append(input_dtype_for(np.empty(0, dt)))
             elif isinstance(a, arrays.SCALAR_TYPES):
@@ -278,7 +278,7 @@ class CudaDispatcher:
     def _match_signature(self, compute, args, sigs):
         for ins, outs in sigs:
             ok = all(np.can_cast(c, s, "same_kind" if isinstance(a, arrays.SCALAR_TYPES) else "safe")
-                     for c, s, a in zip(compute, ins, args))
+                     for c, s, a in zip(compute, ins, args, strict=True))
             if ok:
                 return tuple(ins), tuple(outs) if outs else output_dtypes(self._formula, tuple(ins))
         have = ", ".join(str(Signature(i, o)) for i, o in sigs)
@@ -290,14 +290,14 @@ class CudaDispatcher:
         storage, compute, out_compute, result = self._dtypes(args, kinds, is_array)
         bshape = self._broadcast([kinds[j].describe(args[j])[0] for j in range(len(args)) if is_array[j]])
         # outputs: given (checked) or allocated like the first device input
-        result_kind = next((k for k, arr in zip(kinds, is_array) if k.device and arr), None)
+        result_kind = next((k for k, arr in zip(kinds, is_array, strict=True) if k.device and arr), None)
         if result_kind is None:
             result_kind = next((k for k in kinds if k.device), None) or out_kinds[0]
         out_store = []
         out_desc = []
         order = "C"
         if out is not None:
-            for o, k, dt in zip(out, out_kinds, result):
+            for o, k, dt in zip(out, out_kinds, result, strict=True):
                 shape, strides, odt = k.describe(o)
                 _check_out(shape, odt, bshape, dt)
                 out_store.append(odt)
@@ -374,7 +374,7 @@ def _order_of(descs, bshape) -> str:
 
 def _dense(shape, strides, itemsize) -> bool:
     """Contiguous in some axis order, with positive strides."""
-    dims = sorted((s, n) for s, n in zip(strides, shape) if n != 1)
+    dims = sorted((s, n) for s, n in zip(strides, shape, strict=True) if n != 1)
     acc = itemsize
     for s, n in dims:
         if s != acc:
@@ -430,13 +430,13 @@ def _flat_view(a: np.ndarray):
     if a.size == 0 or a.ndim == 0:
         return a.reshape(-1)
     low = a[tuple(slice(None, None, -1) if s < 0 else slice(None) for s in a.strides)]
-    extent = 1 + sum((n - 1) * abs(s) for n, s in zip(a.shape, a.strides)) // a.itemsize
+    extent = 1 + sum((n - 1) * abs(s) for n, s in zip(a.shape, a.strides, strict=True)) // a.itemsize
     return np.lib.stride_tricks.as_strided(low, shape=(extent,), strides=(a.itemsize,))
 
 
 def _low_offset(shape, strides, itemsize) -> int:
     """Elements from the lowest address of an array to its first element."""
-    return sum((n - 1) * -s for n, s in zip(shape, strides) if s < 0) // itemsize
+    return sum((n - 1) * -s for n, s in zip(shape, strides, strict=True) if s < 0) // itemsize
 
 
 class _DevicePlan:
@@ -457,7 +457,7 @@ class _DevicePlan:
                 next(slots).value = s
         setters = []
         op = 0
-        for j, (k, arr) in enumerate(zip(kinds, is_array)):
+        for j, (k, arr) in enumerate(zip(kinds, is_array, strict=True)):
             if not arr:
                 setters += self._scalar_setters(slots, j, spec.in_storage[j], args[j], sim)
                 continue
@@ -584,7 +584,7 @@ class _HostPlan:
     def run(self, args, out, stream):
         disp = self.disp
         to_device = disp.engine.cuda.to_device
-        dev_args = tuple(to_device(_dense_host(a)) if arr else a for a, arr in zip(args, self.is_array))
+        dev_args = tuple(to_device(_dense_host(a)) if arr else a for a, arr in zip(args, self.is_array, strict=True))
         if not any(self.is_array):  # scalars only: one element on the device, like NumPy's 0-d
             dev_args = (to_device(np.asarray(args[0])),) + tuple(args[1:]) if args else dev_args
         res = disp(dev_args, {"stream": stream} if stream is not None else {})
@@ -593,7 +593,7 @@ class _HostPlan:
         results = res if isinstance(res, tuple) else (res,)
         host = [r.copy_to_host() for r in results]
         if out is not None:
-            for o, h in zip(out, host):
+            for o, h in zip(out, host, strict=True):
                 np.copyto(o, h, casting="same_kind")
             return out[0] if len(out) == 1 else out
         host = [h[()] if h.ndim == 0 else h for h in host]

@@ -191,7 +191,7 @@ class LaunchSpec:
         i64 = np.dtype(np.int64)
         ps = [Param("n", "n", i64)]
         ps += [Param(f"s{d}", "shape", i64) for d in range(self.ndim)]
-        for j, (kind, dt) in enumerate(zip(self.in_kinds, self.in_storage)):
+        for j, (kind, dt) in enumerate(zip(self.in_kinds, self.in_storage, strict=True)):
             ps += self._operand(f"a{j}", kind, dt)
         for j, dt in enumerate(self.out_storage):
             ps += self._operand(f"o{j}", "a", dt)

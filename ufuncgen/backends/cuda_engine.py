@@ -2,21 +2,21 @@
 
 An engine turns a generated launcher (``cuda_codegen``) into something that launches:
 
-- ``build(src, spec, fastmath) -> CompiledKernel`` (compile once; cached by the caller, keyed by
-  ``engine.cache_key``, which holds the compute capability);
+- ``build(src, spec, fastmath, block) -> CompiledKernel`` (compile once; cached by the caller,
+  keyed by ``engine.cache_key``, which holds the compute capability and the numba-cuda version);
 - ``CompiledKernel.artifact``: the bytes that a disk cache can keep (PTX text + entry name);
 - ``CompiledKernel.launcher()``: a ``Launcher`` with parameter ``slots`` (objects with a
   ``.value``) and ``launch(grid, block, stream)``.
 
 ``DriverEngine`` compiles with numba-cuda to PTX and launches with ``cuLaunchKernel`` on a
-prepared parameter buffer (no per-call argument typing or validation: that is what keeps a call
-on 1000 elements in microseconds).  ``SimEngine`` runs the same launcher in Numba's CUDA
+prepared parameter buffer through cuda-bindings (no per-call argument typing or validation: that
+is what keeps a call on 1000 elements in microseconds; calling libcuda through ctypes instead was
+measured slower on the H200 machine, 5.3 against 4.4 us a launch).  ``SimEngine`` runs the same launcher in Numba's CUDA
 simulator, for CI.  numba-cuda-mlir, or a cubin compiler, would be a third engine.
 """
 from __future__ import annotations
 
 import ctypes
-import os
 import re
 import threading
 
@@ -86,10 +86,6 @@ class DriverEngine:
         self.device_name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
         import numba_cuda
         self.cache_key = ("driver", self.cc, getattr(numba_cuda, "__version__", "?"))
-        # how launches call the driver: "ctypes" (cuLaunchKernel of libcuda directly) or "bindings"
-        # (cuda-bindings' wrapper); UFUNCGEN_CUDA_LAUNCH chooses, ctypes where libcuda is found
-        self.launch_mode = os.environ.get("UFUNCGEN_CUDA_LAUNCH", "ctypes")
-        self.libcuda = _load_libcuda() if self.launch_mode == "ctypes" else None
 
     def _check(self, err, what: str):
         if err != self._ok:
@@ -182,8 +178,6 @@ class DriverKernel:
         func = self.function()
         engine = self.engine
         keep = (slots, ptrs)
-        if engine.launch_mode == "ctypes" and engine.libcuda is not None:
-            return Launcher(slots, _ctypes_launch(engine, func, addr, keep))
         cu_launch = engine.drv.cuLaunchKernel
         ok = engine._ok
         no_context = engine.drv.CUresult.CUDA_ERROR_INVALID_CONTEXT
@@ -197,39 +191,6 @@ class DriverKernel:
                 engine._check(err, "cuLaunchKernel")
 
         return Launcher(slots, launch)
-
-
-def _ctypes_launch(engine, func, addr: int, keep):
-    """``cuLaunchKernel`` of the driver library itself, through ctypes: the same driver call as
-    cuda-bindings' wrapper, without building a ``CUstream`` and a result enum on every call."""
-    fn = engine.libcuda.cuLaunchKernel
-    fptr = int(func)
-    no_context = int(engine.drv.CUresult.CUDA_ERROR_INVALID_CONTEXT)
-
-    def launch(grid: int, block: int, stream: int, _keep=keep):
-        err = fn(fptr, grid, 1, 1, block, 1, 1, 0, stream, addr, None)
-        if err:
-            if err == no_context:  # a thread that has not used CUDA yet: make the context current
-                engine.context_handle()
-                err = fn(fptr, grid, 1, 1, block, 1, 1, 0, stream, addr, None)
-            if err:
-                engine._check(engine.drv.CUresult(err), "cuLaunchKernel")
-
-    return launch
-
-
-def _load_libcuda():
-    """The driver library numba-cuda already loaded (None where it cannot be found by name)."""
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        fn = lib.cuLaunchKernel
-        fn.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 7 + [ctypes.c_void_p] * 3
-        fn.restype = ctypes.c_int
-        return lib
-    return None
 
 
 class SimEngine:
@@ -250,11 +211,11 @@ class SimEngine:
         return 0
 
     def build(self, src: KernelSource, spec: LaunchSpec, fastmath: bool, block: int) -> SimKernel:
-        return SimKernel(self.cuda.jit(load_kernel(src)), spec, src)
+        return SimKernel(self.cuda.jit(load_kernel(src)), spec)
 
 
 class SimKernel:
-    def __init__(self, kernel, spec: LaunchSpec, src: KernelSource):
+    def __init__(self, kernel, spec: LaunchSpec):
         self.kernel = kernel
         self.spec = spec
         self.ptx = None
