@@ -285,8 +285,13 @@ def _atomize_powers(assignments, exprs, new_symbol):
     return out_assign, exprs
 
 
-def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = True) -> KernelSource:
-    """The source of ``def kernel(<args>): return <expr(s)>`` for one dtype combination."""
+def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = True,
+                    printer: type | None = None) -> KernelSource:
+    """The source of ``def kernel(<args>): return <expr(s)>`` for one dtype combination.
+
+    ``printer``: a ``KernelPrinter`` subclass for another target's scalar functions (cuda prints
+    ``math``/``cmath`` calls, which numba-cuda compiles on scalars).
+    """
     names = safe_param_names(formula.args)
     exprs = list(formula.exprs)
     sym_names = {s: n for s, n in zip(formula.symbols, names)}
@@ -305,7 +310,7 @@ def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = Tr
         typer.sym[sym] = typer(val)
         sym_names[sym] = sym.name
     consts: dict = {}
-    printer = KernelPrinter(sym_names, typer, consts)
+    printer = (printer or KernelPrinter)(sym_names, typer, consts)
     body = []
     for sym, val in assignments:
         body.append(f"    {sym.name} = {printer.doprint(val)}")

@@ -115,9 +115,9 @@ def input_dtype_for(value) -> np.dtype:
     if dt is None:
         dt = np.asarray(value).dtype
     dt = np.dtype(dt)
+    if dt.kind == "f" and dt.itemsize == 2:
+        return np.dtype(np.float32)  # float16 computes (and returns) float32: Numba has no float16
     if dt.kind not in SUPPORTED_KINDS or dt.byteorder == ">" or dt.itemsize > 16:
-        if dt.kind == "f" and dt.itemsize == 2:
-            return np.dtype(np.float32)  # float16 computes in float32
         raise TypeError(f"ufuncgen formulas do not support inputs of dtype {dt} "
                         "(use bool, integer, float32/64 or complex64/128)")
     return dt.newbyteorder("=") if dt.byteorder not in "=|" else dt
