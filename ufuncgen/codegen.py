@@ -263,6 +263,68 @@ def _balanced(s: str) -> bool:
     return depth == 0
 
 
+def rebuild(e, mapping: dict):
+    """``e`` with subtrees in ``mapping`` replaced, rebuilt *unevaluated*.
+
+    SymPy's own ``cse`` and ``xreplace`` rebuild with evaluation, which applies identities that
+    change values at singular points (``sin(atan2(x, x))`` becomes ``x/sqrt(2*x**2)``, nan at 0).
+    """
+    hit = mapping.get(e)
+    if hit is not None:
+        return hit
+    if e.is_Atom or not e.args:
+        return e
+    args = tuple(rebuild(a, mapping) for a in e.args)
+    if args == e.args:
+        return e
+    try:
+        return e.func(*args, evaluate=False)
+    except TypeError:
+        return e.func(*args)
+
+
+def _is_trivial(e) -> bool:
+    return e.is_Atom or (isinstance(e, sp.Mul) and len(e.args) == 2 and e.args[0] == -1 and e.args[1].is_Atom)
+
+
+def common_subexpressions(exprs, new_symbol):
+    """Common-subexpression elimination that keeps the tree as written (see ``rebuild``).
+
+    Every non-trivial subtree seen at least twice gets a temporary, smallest first, so larger
+    temporaries refer to smaller ones.  Returns (assignments, reduced expressions).
+    """
+    counts: dict = {}
+    for e in exprs:
+        for node in sp.preorder_traversal(e):
+            counts[node] = counts.get(node, 0) + 1
+    repeated = [n for n, c in counts.items() if c > 1 and not _is_trivial(n)
+                and not isinstance(n, sp.functions.elementary.piecewise.ExprCondPair)]
+    repeated.sort(key=lambda n: sum(1 for _ in sp.preorder_traversal(n)))
+    mapping: dict = {}
+    assignments = []
+    for node in repeated:
+        value = rebuild(node, mapping)
+        sym = new_symbol()
+        assignments.append((sym, value))
+        mapping[node] = sym
+    # a temporary used once (it only repeated inside a larger repeated subtree) is put back inline
+    reduced = [rebuild(e, mapping) for e in exprs]
+    uses: dict = {}
+    for tree in [v for _, v in assignments] + reduced:
+        for node in sp.preorder_traversal(tree):
+            if isinstance(node, sp.Symbol):
+                uses[node] = uses.get(node, 0) + 1
+    inline = {}
+    kept = []
+    for sym, value in assignments:
+        value = rebuild(value, inline)
+        if uses.get(sym, 0) <= 1:
+            inline[sym] = value
+        else:
+            kept.append((sym, value))
+    return kept, [rebuild(e, inline) for e in reduced]
+
+
 def _atomize_powers(assignments, exprs, new_symbol):
     """Give compound bases of small integer powers a temporary, so x*x repeats a name, not a formula."""
     out_assign = []
@@ -272,11 +334,10 @@ def _atomize_powers(assignments, exprs, new_symbol):
         for p in sp.preorder_traversal(e):
             if isinstance(p, sp.Pow) and isinstance(p.args[1], sp.Integer) and 1 < abs(int(p.args[1])) <= \
                     MAX_EXPAND_POWER and not p.args[0].is_Atom and p not in repl:
-                b = p.args[0]
                 t = new_symbol()
-                out_assign.append((t, b))
+                out_assign.append((t, p.args[0]))
                 repl[p] = sp.Pow(t, p.args[1], evaluate=False)
-        return e.xreplace(repl) if repl else e
+        return rebuild(e, repl) if repl else e
 
     for sym, val in assignments:
         val = fix(val)
@@ -301,7 +362,7 @@ def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = Tr
         return sp.Symbol(f"_t{next(counter)}")
 
     if cse:
-        assignments, exprs = sp.cse(exprs, symbols=(new_symbol() for _ in iter(int, 1)), order="none")
+        assignments, exprs = common_subexpressions(exprs, new_symbol)
     else:
         assignments = []
     assignments, exprs = _atomize_powers(assignments, exprs, new_symbol)

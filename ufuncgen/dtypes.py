@@ -17,7 +17,7 @@ from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 from .errors import SignatureError
 from .functions import BOOL, BY_SYMPY, FLOAT, REAL, REAL_FLOAT, fmod  # noqa: F401
 
-__all__ = ["Signature", "parse_signature", "parse_signatures", "dtype_name", "literal_dtype",
+__all__ = ["Signature", "parse_signature", "parse_signatures", "dtype_name", "literal_dtype", "host_loop_dtype",
            "infer_output_dtypes", "input_dtype_for", "SUPPORTED_KINDS"]
 
 _NAMES = {
@@ -115,12 +115,15 @@ def input_dtype_for(value) -> np.dtype:
     if dt is None:
         dt = np.asarray(value).dtype
     dt = np.dtype(dt)
-    if dt.kind == "f" and dt.itemsize == 2:
-        return np.dtype(np.float32)  # float16 computes (and returns) float32: Numba has no float16
     if dt.kind not in SUPPORTED_KINDS or dt.byteorder == ">" or dt.itemsize > 16:
         raise TypeError(f"ufuncgen formulas do not support inputs of dtype {dt} "
                         "(use bool, integer, float32/64 or complex64/128)")
     return dt.newbyteorder("=") if dt.byteorder not in "=|" else dt
+
+
+def host_loop_dtype(dt: np.dtype) -> np.dtype:
+    """float16 computes (and returns) float32 on the host: Numba's cpu target has no float16."""
+    return np.dtype(np.float32) if dt == np.float16 else dt
 
 
 def literal_dtype(value, context: tuple) -> np.dtype:

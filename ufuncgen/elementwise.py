@@ -17,7 +17,7 @@ import sympy as sp
 
 from .build import LoopRequest, compiled_loop, kernel_source, output_dtypes
 from .codegen import safe_param_names
-from .dtypes import Signature, dtype_name, input_dtype_for, literal_dtype, parse_signatures
+from .dtypes import Signature, dtype_name, host_loop_dtype, input_dtype_for, literal_dtype, parse_signatures
 from .errors import FormulaError
 from .formula import Formula, make_formula
 
@@ -160,9 +160,9 @@ class UFunc(functools.partial):
         if len(args) != nin:
             names = ", ".join(self._formula.args)
             raise TypeError(f"{self.__name__}() takes {nin} argument(s) ({names}), got {len(args)}")
-        arrays = [input_dtype_for(a) for a in args if not isinstance(a, _PY_SCALARS)]
+        arrays = [host_loop_dtype(input_dtype_for(a)) for a in args if not isinstance(a, _PY_SCALARS)]
         return tuple(literal_dtype(a, tuple(arrays)) if isinstance(a, _PY_SCALARS) and arrays
-                     else input_dtype_for(a) for a in args)
+                     else host_loop_dtype(input_dtype_for(a)) for a in args)
 
     def _lookup(self, args):
         """(single-loop ufunc, out dtypes, loop) for these arguments, compiling on a miss."""

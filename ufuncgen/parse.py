@@ -368,10 +368,9 @@ class FormulaParser:
         else:
             args = [self._value(v, n) for v, n in zip(args, node.args)]
         try:
-            if all(a.is_number for a in args) and fn.name not in ("where", "pow", "sqrt", "cbrt"):
-                # do not let SymPy evaluate e.g. gamma(10**9) exactly
-                return fn.build(*args, evaluate=False)
-            return self._number_guard(lambda: fn.build(*args), node)
+            # Unevaluated: SymPy's identities change values at singular points (it rewrites
+            # sin(atan2(x, x)) as x/sqrt(2*x**2), nan at 0) and evaluate e.g. gamma(10**9) exactly.
+            return self._number_guard(lambda: fn.build(*args, evaluate=False), node)
         except FormulaError:
             raise
         except (TypeError, ValueError) as err:
