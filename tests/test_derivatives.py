@@ -43,7 +43,7 @@ def _reference(f, name, n=1):
     """SymPy's derivative of f.expr with real symbols, lambdified with NumPy."""
     real = [sp.Symbol(a, real=True) for a in f.args]
     exprs = f.expr if isinstance(f.expr, tuple) else (f.expr,)
-    plain = {sp.Symbol(a): r for a, r in zip(f.args, real)}
+    plain = {sp.Symbol(a): r for a, r in zip(f.args, real, strict=True)}
     ds = [sp.diff(e.xreplace(plain), real[f.args.index(name)], n) for e in exprs]
     fns = [sp.lambdify(real, d, modules="numpy") for d in ds]
     return lambda *xs: tuple(np.broadcast_to(fn(*xs), np.broadcast(*xs).shape) for fn in fns)
@@ -70,7 +70,7 @@ def test_ufunc_grad_against_sympy(formula, domain):
     xs = _sample(domain, f.args)
     got = f.grad()(*xs)
     assert isinstance(got, tuple) and len(got) == f.nin
-    for name, g in zip(f.args, got):
+    for name, g in zip(f.args, got, strict=True):
         np.testing.assert_allclose(g, _reference(f, name)(*xs)[0], rtol=1e-10, atol=1e-12)
 
 
@@ -147,3 +147,127 @@ def test_derivative_pickles():
     e = pickle.loads(pickle.dumps(d))
     assert e.target == "parallel"
     np.testing.assert_allclose(e(np.array([2.0]), 5.0), [60.0])
+
+
+# ---- gufuncs ----------------------------------------------------------------------------------------
+N = 6
+
+
+def _elements(name, n=N):
+    return [sp.Symbol(f"{name}{k}", real=True) for k in range(n)]
+
+
+def _lambdify(symbols, expr):
+    fn = sp.lambdify(symbols, expr, modules="numpy")
+    return lambda *cols: np.broadcast_to(fn(*cols), np.broadcast(*cols).shape)
+
+
+def test_horner_derivative_wrt_scalar(target):
+    c, x = _elements("c"), sp.Symbol("x", real=True)
+    poly = sum(ck * x ** k for k, ck in enumerate(c))
+    cs, xs = RNG.normal(size=(5, N)), RNG.uniform(-1.5, 1.5, 5)
+    g = ug.gufunc("sum(c[k]*x**k, k)", target=target)
+    for order in (1, 2):
+        d = g.diff("x", order)
+        assert d.layout == "(n),()->()" and d.target == target
+        want = _lambdify(c + [x], sp.diff(poly, x, order))(*cs.T, xs)
+        np.testing.assert_allclose(d(cs, xs), want, rtol=1e-10)
+
+
+def test_softmax_temperature_derivative(target):
+    """d softmax(x/T)/dT; the stabilising max is differentiated too and cancels."""
+    x, T = _elements("x"), sp.Symbol("T", positive=True)
+    den = sum(sp.exp(xk / T) for xk in x)
+    refs = [_lambdify(x + [T], sp.diff(sp.exp(xi / T) / den, T)) for xi in x]
+    g = ug.gufunc("exp(x[i]/T - max(x[j]/T, j)) / sum(exp(x[k]/T - max(x[j]/T, j)), k)", target=target)
+    d = g.diff("T")
+    assert d.layout == "(),(n)->(n)"
+    xs, Ts = RNG.normal(scale=3, size=(4, N)), RNG.uniform(0.5, 2.0, 4)
+    want = np.stack([r(*xs.T, Ts) for r in refs], axis=-1)
+    np.testing.assert_allclose(d(Ts, xs), want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("formula,reference", [
+    ("sqrt(sum((a*x[i])**2, i))", lambda x, a: sp.sqrt(sum((a * xk) ** 2 for xk in x))),
+    ("max(a*x[i], i)", lambda x, a: sp.Max(*[a * xk for xk in x])),
+    ("min(a*x[i] + a**2, i)", lambda x, a: sp.Min(*[a * xk + a ** 2 for xk in x])),
+    ("prod(x[i] + a, i)", lambda x, a: sp.Mul(*[xk + a for xk in x])),
+    ("log(sum(exp(a*x[i]), i))", lambda x, a: sp.log(sum(sp.exp(a * xk) for xk in x))),
+])
+def test_reduction_derivative_wrt_scalar(formula, reference):
+    """SymPy's derivative of Max/Min of many terms does not lambdify: evaluate it by substitution."""
+    x, a = _elements("x"), sp.Symbol("a", real=True)
+    deriv = sp.diff(reference(x, a), a)
+    xs, As = RNG.normal(size=(7, N)), RNG.uniform(-2, 2, 7)
+    want = [float(deriv.evalf(30, subs=dict(zip(x + [a], [*row, av], strict=True)))) for row, av in zip(xs, As, strict=True)]
+    d = ug.gufunc(formula).diff("a")
+    np.testing.assert_allclose(d(As, xs), want, rtol=1e-9, atol=1e-12)
+
+
+def test_product_derivative_with_a_zero_factor():
+    """The product rule is applied without dividing by the factors."""
+    d = ug.gufunc("prod(x[i] + a, i)").diff("a")
+    x = np.array([-1.0, 2.0, 3.0, -1.0])
+    assert d(1.0, x) == 0.0  # two zero factors
+    x[3] = 5.0
+    assert d(1.0, x) == pytest.approx(3.0 * 4.0 * 6.0)  # only the zero factor's term survives
+
+
+def test_elementwise_array_derivative(target):
+    x, y, a = _elements("x"), _elements("y", 4), sp.Symbol("a", real=True)
+    g = ug.gufunc("a*x[i]**2 + sin(x[i])*sum(y[j], j)", target=target)
+    xs, ys, As = RNG.normal(size=(3, N)), RNG.normal(size=(3, 4)), RNG.normal(size=3)
+    for name, wrt in (("x", x), ("a", [a] * N)):
+        refs = [_lambdify(x + y + [a], sp.diff(a * xi ** 2 + sp.sin(xi) * sum(y), w)) for xi, w in zip(x, wrt, strict=True)]
+        want = np.stack([r(*xs.T, *ys.T, As) for r in refs], axis=-1)
+        d = g.diff(name)
+        assert d.layout == g.layout == "(),(n),(m)->(n)"
+        np.testing.assert_allclose(d(As, xs, ys), want, rtol=1e-12, atol=1e-14)
+
+
+def test_outer_product_derivative_keeps_the_layout():
+    d = ug.gufunc("x[i]*y[j]**2").diff("y")
+    assert d.layout == "(n),(m)->(n,m)"
+    xs, ys = RNG.normal(size=3), RNG.normal(size=4)
+    np.testing.assert_allclose(d(xs, ys), 2 * np.outer(xs, ys), rtol=1e-14)
+
+
+def test_gufunc_grad():
+    g = ug.gufunc("a*x[i]**2")
+    grad = g.grad()
+    assert grad.layout == "(),(n)->(n),(n)" and grad.nout == 2
+    xs = RNG.normal(size=5)
+    da, dx = grad(1.5, xs)
+    np.testing.assert_allclose(da, xs ** 2, rtol=1e-14)
+    np.testing.assert_allclose(dx, 3.0 * xs, rtol=1e-14)
+
+
+def test_gufunc_derivative_keeps_signatures_and_dtype():
+    g = ug.gufunc("sum(c[k]*x**k, k)", signatures="float32(float32, float32)")
+    d = g.diff("x")
+    assert d.signatures == ["float32(float32, float32)"]
+    c = np.array([1.0, 2.0, 3.0], dtype=np.float32)
+    got = d(c, np.float32(0.5))
+    assert got.dtype == np.float32 and got == pytest.approx(2.0 + 6.0 * 0.5)
+
+
+def test_gufunc_derivative_pickles():
+    d = ug.gufunc("prod(x[i] + a, i)", target="parallel").diff("a")
+    e = pickle.loads(pickle.dumps(d))
+    assert e.layout == d.layout and e.target == "parallel"
+    x = np.array([-0.5, 2.5, 3.5])
+    np.testing.assert_allclose(e(0.0, x), d(0.0, x))
+    np.testing.assert_allclose(e(0.0, x), 2.5 * 3.5 - 0.5 * 3.5 - 0.5 * 2.5)
+
+
+@pytest.mark.parametrize("formula,name,match", [
+    ("sqrt(sum(x[i]**2, i))", "x", "reduced over index i"),
+    ("x[i] / sum(x[j], j)", "x", "reduced over index j"),
+    ("x[i+1] - x[i]", "x", "shifted"),
+    ("x[i]*x[j]", "x", "as x\\[i\\] and as x\\[j\\]"),
+    ("sum(x[i], i) > 0", "x", "condition"),
+    ("x[i]*a", "b", "not an argument"),
+])
+def test_gufunc_derivative_errors(formula, name, match):
+    with pytest.raises(ug.FormulaError, match=match):
+        ug.gufunc(formula).diff(name)
