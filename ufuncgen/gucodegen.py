@@ -23,7 +23,7 @@ import sympy as sp
 
 from .codegen import KernelPrinter, KernelSource, _safe, safe_param_names
 from .dtypes import _Infer, dtype_name, literal_dtype
-from .indexing import Idx, IndexedFormula, ReduceSum, Reduction, free_indices, split_subscript
+from .indexing import Idx, IndexedFormula, ReduceSum, Reduction, free_indices, split_subscript, substitute_index
 from .parse import is_condition
 
 __all__ = ["generate_gukernel", "GuTyper", "reduction_dtype", "output_dtypes"]
@@ -180,6 +180,7 @@ class _Lowering:
         self.outs = tuple(f"_out{k}" for k in range(formula.nout))
         self.out_dtypes = tuple(np.dtype(d) for d in out_dtypes)
         self.consts: dict = {}
+        self.stored: dict = {}     # reduction -> output buffer that keeps its terms
         self.ntemp = 0
         self.taken = set(params) | set(self.outs)
         self.free_memo: dict = {}
@@ -188,7 +189,9 @@ class _Lowering:
         self.prologue: list = []
         for k, dims in enumerate(formula.layout.inputs):
             for axis, d in enumerate(dims):
-                if d not in self.size_var:
+                if isinstance(d, int):  # a fixed size (NumPy checks it): a literal, so i % 3 is cheap
+                    self.size_var[d] = str(d)
+                elif d not in self.size_var:
                     self.size_var[d] = name = f"_n{len(self.size_var)}"
                     self.prologue.append(f"{name} = {params[k]}.shape[{axis}]")
         dim_of = formula.dim_of
@@ -324,7 +327,13 @@ class _Lowering:
         blk.lines.append(f"{t.name} = {self._const(init, acc_dt)}")
         loop, inner = self._loop(r.index, chain)
         val = self.lower(r.body, inner)
-        update = _UPDATE[r.op].format(t=t.name, u="_v" + t.name[2:], v=self.code(val, inner, acc_dt))
+        value = self.code(val, inner, acc_dt)
+        if r in self.stored:  # keep the term in the output buffer (see _materialize)
+            u = "_u" + t.name[2:]
+            loop.lines.append(f"{u} = {self.code(val, inner)}")
+            loop.lines.append(f"{self.stored[r]}[{', '.join(b.var for b in inner[1:])}] = {u}")
+            value = u if self.typer(val) == acc_dt else f"np.{acc_dt.name}({u})"
+        update = _UPDATE[r.op].format(t=t.name, u="_v" + t.name[2:], v=value)
         loop.lines.extend(update.split("\n"))
         blk.lines.append(loop)
         return t
@@ -362,7 +371,10 @@ class _Lowering:
             chain = [root]
             for idx in indices:
                 _, chain = self._loop(idx, chain)
-            vals = [self.lower(self.f.exprs[k], chain) for k in ks]
+            exprs = [self.f.exprs[k] for k in ks]
+            if len(ks) == 1 and indices:
+                exprs = [self._materialize(exprs[0], ks[0], chain)]
+            vals = [self.lower(e, chain) for e in exprs]
             if self.cse:
                 vals = self._cse(vals, chain)
             where = ", ".join(b.var for b in chain[1:]) or "0"
@@ -373,6 +385,32 @@ class _Lowering:
         out: list = []
         root.render(1, out)
         return out
+
+    def _materialize(self, e, k: int, chain):
+        """Keep a reduction's terms in the output buffer when the output reuses them.
+
+        In softmax ``exp(x[i]-m) / sum(exp(x[k]-m), k)`` the loop of the sum stores each
+        ``exp(x[k]-m)`` in ``out[k]``, and the output loop reads ``out[i]`` instead of computing the
+        exp again (as a hand-written kernel does).  Only for a reduction over the innermost output
+        dimension, computed just outside that loop, whose terms have the output's dtype.
+        """
+        i = chain[-1].index
+        dim_of = self.f.dim_of
+        for r in _top_reductions(e):
+            if r.op == "sum" and _horner_split(r.body, r.index, self.free)[0]:
+                continue
+            if dim_of[r.index.name] != dim_of[i.name] or self.place(r, chain) != len(chain) - 2:
+                continue
+            term = substitute_index(r.body, r.index, i)
+            if term.is_Atom or isinstance(term, sp.Indexed) or self.typer(term) != self.out_dtypes[k]:
+                continue
+            replaced = _replace_free(e, term, i, sp.IndexedBase(self.outs[k])[tuple(b.index for b in chain[1:])])
+            if replaced != e:
+                self.arrays[self.outs[k]] = self.outs[k]
+                self.typer.arrays[self.outs[k]] = self.out_dtypes[k]
+                self.stored[r] = self.outs[k]
+                return replaced
+        return e
 
     def _cse(self, vals, chain):
         repl, reduced = sp.cse(vals, symbols=_names("_s", self), order="none")
@@ -390,6 +428,25 @@ def _names(prefix, lowering):
         k += 1
         if name not in lowering.taken:
             yield sp.Symbol(name)
+
+
+def _top_reductions(e):
+    """Reductions of ``e`` that are not inside another reduction."""
+    if isinstance(e, Reduction):
+        yield e
+        return
+    for a in e.args:
+        yield from _top_reductions(a)
+
+
+def _replace_free(e, old, index: Idx, new):
+    """Replace ``old`` by ``new`` where ``index`` is free (not inside a reduction over ``index``)."""
+    if e == old:
+        return new
+    if not e.args or (isinstance(e, Reduction) and e.index == index):
+        return e
+    args = [_replace_free(a, old, index, new) for a in e.args]
+    return e.func(*args) if args != list(e.args) else e
 
 
 def _hoistable(e) -> bool:

@@ -3,6 +3,9 @@
 ``x[i]`` indexes an input along a core dimension; ``sum(e, i)``, ``prod(e, i)``, ``max(e, i)`` and
 ``min(e, i)`` reduce over an index (they nest); an index left free in a result becomes an output
 core dimension, in alphabetical order unless the layout orders them (einsum's implicit rule).
+An index name stands for one dimension throughout the formula (as an einsum letter), even where
+separate reductions bind it; indices of the same dimension may have different names
+(``x[i] / sqrt(sum(x[j]**2, j))``).
 
 Subscripts are a bare index or an index plus or minus an integer constant.  **Boundary rule for
 stencils: indices wrap around (periodic)**, so ``x[i+1] - x[i]`` is ``np.roll(x, -1) - x`` and the
