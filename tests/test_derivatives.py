@@ -260,8 +260,61 @@ def test_gufunc_derivative_pickles():
     np.testing.assert_allclose(e(0.0, x), 2.5 * 3.5 - 0.5 * 3.5 - 0.5 * 2.5)
 
 
+GRADIENT_CASES = [  # scalar output; reference: the same in plain SymPy over elements x0..x5
+    ("sqrt(sum(x[i]**2, i))", lambda x: sp.sqrt(sum(xk ** 2 for xk in x))),
+    ("max(x[j], j) + log(sum(exp(x[i] - max(x[j], j)), i))", lambda x: sp.log(sum(sp.exp(xk) for xk in x))),
+    ("sum((x[i] - sum(x[j], j)/sum(1, j))**2, i) / sum(1, i)",
+     lambda x: sum((xk - sum(x) / N) ** 2 for xk in x) / N),
+    ("sum((x[i+1] - x[i])**2, i)", lambda x: sum((x[(k + 1) % N] - x[k]) ** 2 for k in range(N))),
+    ("prod(x[i], i)", lambda x: sp.Mul(*x)),
+    ("max(x[i]**2, i)", lambda x: sp.Max(*[xk ** 2 for xk in x])),
+]
+
+
+@pytest.mark.parametrize("formula,reference", GRADIENT_CASES, ids=[c[0] for c in GRADIENT_CASES])
+def test_gradient_of_scalar_output(formula, reference, target):
+    """d out / d x[k] for a scalar output: an output with x's core dimensions."""
+    x = _elements("x")
+    expr = reference(x)
+    xs = RNG.normal(size=(4, N))
+    want = np.stack([[float(sp.diff(expr, xk).evalf(30, subs=dict(zip(x, row, strict=True)))) for xk in x]
+                     for row in xs])
+    d = ug.gufunc(formula, target=target).diff("x")
+    assert d.layout == "(n)->(n)"
+    np.testing.assert_allclose(d(xs), want, rtol=1e-9, atol=1e-12)
+
+
+def test_logsumexp_gradient_is_softmax_in_linear_time():
+    d = ug.gufunc("max(x[j], j) + log(sum(exp(x[i] - max(x[j], j)), i))").diff("x")
+    body = d.source.split("def kernel", 1)[1]
+    assert body.count("for ") == 4 and "    for i" not in body.split("for k", 1)[1]  # no loop inside the k loop
+    x = np.array([1.0, 3.0, 3.0, 2.0])  # tied maxima: the max's derivative cancels
+    e = np.exp(x - 3.0)
+    np.testing.assert_allclose(d(x), e / e.sum(), rtol=1e-14)
+
+
+def test_gradients_of_dot_and_horner():
+    dot = ug.gufunc("sum(x[i]*y[i], i)").grad()
+    assert dot.layout == "(n),(n)->(n),(n)"
+    xs, ys = RNG.normal(size=5), RNG.normal(size=5)
+    for got, want in zip(dot(xs, ys), (ys, xs), strict=True):
+        np.testing.assert_array_equal(got, want)
+    horner = ug.gufunc("sum(c[k]*x**k, k)").grad()
+    assert horner.layout == "(n),()->(n),()"
+    dc, dx = horner(np.array([1.0, 2.0, 3.0]), 2.0)
+    np.testing.assert_allclose(dc, [1.0, 2.0, 4.0])
+    assert dx == pytest.approx(2.0 + 2 * 3.0 * 2.0)
+
+
+def test_matrix_gradient_has_two_new_dimensions():
+    d = ug.gufunc("sum(sum(A[i,j]*x[i]*x[j], j), i)").diff("A")
+    assert d.layout == "(n,n),(n)->(n,n)"
+    xs = RNG.normal(size=3)
+    np.testing.assert_allclose(d(np.eye(3), xs), np.outer(xs, xs), rtol=1e-14)
+
+
 @pytest.mark.parametrize("formula,name,match", [
-    ("sqrt(sum(x[i]**2, i))", "x", "reduced over index i"),
+    ("sum(x[j], j) * x[i]", "x", "reduced over index j"),
     ("x[i] / sum(x[j], j)", "x", "reduced over index j"),
     ("x[i+1] - x[i]", "x", "shifted"),
     ("x[i]*x[j]", "x", "as x\\[i\\] and as x\\[j\\]"),

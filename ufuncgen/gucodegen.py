@@ -62,6 +62,8 @@ class GuTyper(_Infer):
             return self.arrays[e.base.label.name]
         if isinstance(e, Reduction):
             return reduction_dtype(e.op, self(e.body))
+        if isinstance(e, sp.KroneckerDelta):
+            return self.index_dtype
         return super()._infer(e)
 
 
@@ -100,6 +102,11 @@ class GuPrinter(KernelPrinter):
         var = self._ivars[e]
         dt = self._typer(e)
         return var if self._raw or dt == np.int64 else f"np.{dt.name}({var})"
+
+    def _print_KroneckerDelta(self, e):  # from derivatives by array elements; stencils compare wrapped
+        a, b = (self._subscript(t) if split_subscript(t) else self._doprint_raw(t) for t in e.args)
+        dt = self._typer(e)
+        return f"({self._const(1, dt)} if {a} == {b} else {self._const(0, dt)})"
 
     def _print_Relational(self, e):
         # comparisons of indices (from derivatives of products) stay in integers

@@ -5,10 +5,15 @@ dtypes on first call (a float32 call never runs a float64 loop); with signatures
 at once into one NumPy gufunc.  Calls go to a real ``numpy.ufunc`` with a core signature, so
 broadcasting over loop dimensions, ``out=``, ``axes=`` and ``keepdims=`` are NumPy's own.
 
-Derivatives (``diff``/``grad``) are supported where they are elementwise: with respect to a scalar
-argument, or to an array that every output uses only as ``x[I]`` with the same bare indices ``I``,
-all free in that output (then ``d out[...]/d x[I]`` has the output's layout).  A Jacobian that is not
-diagonal (``x`` under a reduction over its own index, a stencil ``x[i+1]``) is a FormulaError.
+Derivatives (``diff``/``grad``), with arguments taken as real:
+
+* with respect to a scalar argument: same layout as the function;
+* with respect to an array that every output uses only as ``x[I]`` with the same bare indices
+  ``I``, all free in that output (elementwise): ``d out[...]/d x[I]``, the output's layout;
+* of a scalar output (``->()``) with respect to any array: the gradient ``d out/d x[k...]``, an
+  output with the array's core dimensions (norm -> x/norm, logsumexp -> softmax);
+* a full Jacobian (a non-scalar output using ``x`` under a reduction over its own index, or
+  shifted as ``x[i+1]``) is a FormulaError.
 """
 from __future__ import annotations
 
@@ -25,7 +30,16 @@ from .elementwise import _check_options, real_derivative
 from .errors import FormulaError, SignatureError
 from .gubuild import GuLoopRequest, compiled_guloop, gukernel_source, make_numpy_gufunc, parallel_gufunc_call
 from .gucodegen import output_dtypes
-from .indexing import INDEX_NODES, Idx, IndexedFormula, Layout, Reduction, make_indexed_formula
+from .indexing import (
+    INDEX_NODES,
+    Idx,
+    IndexedFormula,
+    Layout,
+    Reduction,
+    eliminate_deltas,
+    fresh_index,
+    make_indexed_formula,
+)
 from .parse import is_condition
 
 __all__ = ["GUFunc", "gufunc", "guvectorize"]
@@ -218,26 +232,34 @@ class GUFunc:
     def diff(self, name: str, n: int = 1) -> GUFunc:
         """The derivative with respect to argument ``name``, compiled the same way (arguments real).
 
-        ``name`` may be a scalar argument, or an array used elementwise (see the module docstring).
+        ``name`` may be a scalar argument, an array used elementwise, or any array when the output
+        is a scalar (then the result is the gradient, with the array's core dimensions).
         """
         if name not in self.args:
             raise FormulaError(f"{name!r} is not an argument; the arguments are {', '.join(self.args)}")
         f = self._formula
-        exprs = [_derivative(e, o, k, f, name, n) for k, (e, o) in enumerate(zip(f.exprs, f.out_indices, strict=True))]
-        return self._derived(exprs if f.multi else exprs[0], f.out_indices, f.layout.outputs)
+        parts = [_derivative(e, o, k, f, name, n)
+                 for k, (e, o) in enumerate(zip(f.exprs, f.out_indices, strict=True))]
+        exprs = [p[0] for p in parts]
+        return self._derived(exprs if f.multi else exprs[0], parts)
 
     def grad(self) -> GUFunc:
         """All first derivatives, in argument order, as one gufunc with ``nin`` outputs."""
         f = self._formula
         if self.nout != 1:
             raise FormulaError("grad() needs a formula with one output; use diff(name) per output")
-        exprs = [_derivative(f.exprs[0], f.out_indices[0], 0, f, a, 1) for a in self.args]
-        return self._derived(exprs, f.out_indices * self.nin, f.layout.outputs * self.nin)
+        parts = [_derivative(f.exprs[0], f.out_indices[0], 0, f, a, 1) for a in self.args]
+        return self._derived([p[0] for p in parts], parts)
 
-    def _derived(self, exprs, out_indices, out_dims) -> GUFunc:
+    def _derived(self, exprs, parts) -> GUFunc:
+        """A GUFunc of derivative expressions; ``parts``: (expression, output indices, their dims) each."""
         f = self._formula
-        formula = make_indexed_formula(exprs, self.args, Layout(f.layout.inputs, tuple(out_dims)),
-                                       out_indices=out_indices, dims=f.dims)
+        dims = dict(f.dims)
+        for _, outs, out_dims in parts:
+            dims.update({i.name: d for i, d in zip(outs, out_dims, strict=True)})
+        layout = Layout(f.layout.inputs, tuple(p[2] for p in parts))
+        formula = make_indexed_formula(exprs, self.args, layout, out_indices=[p[1] for p in parts],
+                                       dims=tuple(sorted(dims.items())))
         sigs = [Signature(s.inputs, None) for s in self._sigs] or None
         return GUFunc(formula, sigs, self.target, None, **self._options)
 
@@ -319,8 +341,8 @@ def _occurrences_of(e, base: str, bound=frozenset()):
 def _elementwise_target(e, out: tuple, k: int, name: str):
     """The one ``x[I]`` output ``k`` depends on elementwise, or a FormulaError saying why not."""
     why = f"the derivative of output {k} with respect to {name} is not elementwise"
-    hint = (f"; diff() supports scalar arguments and arrays used elementwise (as {name}[i] with the output's "
-            "free indices)")
+    hint = (f"; diff() supports scalar arguments, arrays used elementwise (as {name}[i] with the output's "
+            "free indices), and any array when the output is a scalar (the gradient)")
     target = None
     for node, bound in _occurrences_of(e, name):
         if not all(isinstance(t, Idx) for t in node.indices):
@@ -335,26 +357,42 @@ def _elementwise_target(e, out: tuple, k: int, name: str):
 
 
 def _derivative(e, out: tuple, k: int, f: IndexedFormula, name: str, n: int):
-    """d e / d name under the real-argument convention (as ``UFunc.diff``)."""
+    """d e / d name under the real-argument convention (as ``UFunc.diff``).
+
+    Returns (expression, output indices, their dimensions): an elementwise derivative keeps the
+    output's; the gradient of a scalar output by an array has the array's.
+    """
     orig = e
     if is_condition(e):
         raise FormulaError(f"{e} is a condition (a boolean output); it has no derivative")
     real = {s: sp.Dummy(s.name, real=True) for s in f.symbols if isinstance(s, sp.Symbol)}
     arrays = {s: sp.IndexedBase(s.label.name, real=True) for s in f.symbols if isinstance(s, sp.IndexedBase)}
-    sym = f.symbols[f.args.index(name)]
+    back = {v: s for s, v in real.items()}
+    back.update({v: s for s, v in arrays.items()})
+    pos = f.args.index(name)
+    sym = f.symbols[pos]
+    out_dims = f.layout.outputs[k]
+    if isinstance(sym, sp.IndexedBase) and not out:  # the gradient of a scalar output
+        if n != 1:
+            raise FormulaError(f"only first derivatives with respect to the array {name} are supported")
+        taken = {Idx(i) for i, _ in f.dims}
+        index = []
+        for like in ("k", "l", "p", "q", "r", "s")[:len(f.layout.inputs[pos])]:
+            index.append(fresh_index(Idx(like), taken | set(index)))
+        var = sp.Indexed(arrays[sym], *index)
+        d = real_derivative(orig, e.xreplace(real).xreplace(arrays), var, n, back, name, extra=INDEX_NODES)
+        return eliminate_deltas(d), tuple(index), f.layout.inputs[pos]
     if isinstance(sym, sp.IndexedBase):
         node = _elementwise_target(e, out, k, name)
         if node is None:
-            return sp.S.Zero
+            return sp.S.Zero, out, out_dims
         var = sp.Dummy(name, real=True)
         e = e.xreplace({node: var})
-        back = {var: node}
+        back[var] = node
     else:
         var = real[sym]
-        back = {}
-    back.update({v: s for s, v in real.items()})
-    back.update({v: s for s, v in arrays.items()})
-    return real_derivative(orig, e.xreplace(real).xreplace(arrays), var, n, back, name, extra=INDEX_NODES)
+    return real_derivative(orig, e.xreplace(real).xreplace(arrays), var, n, back, name, extra=INDEX_NODES), \
+        out, out_dims
 
 
 # ---- entry points -----------------------------------------------------------------------------------

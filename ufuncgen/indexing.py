@@ -31,7 +31,8 @@ from .parse import LIMITS, FormulaParser, Limits, check_name, is_condition
 
 __all__ = ["Idx", "INDEX_NODES", "Reduction", "ReduceSum", "ReduceProd", "ReduceMax", "ReduceMin", "reduce_sum",
            "reduce_prod", "reduce_max", "reduce_min", "Layout", "parse_layout", "IndexedFormula",
-           "make_indexed_formula", "IndexParser", "free_indices", "split_subscript"]
+           "make_indexed_formula", "IndexParser", "free_indices", "split_subscript", "substitute_index",
+           "eliminate_deltas", "fresh_index"]
 
 
 # ---- indices and reductions --------------------------------------------------------------------
@@ -113,7 +114,7 @@ class ReduceProd(Reduction):
         if k not in body.free_symbols:
             n = ReduceSum(sp.S.One, k)
             return n * body ** (n - 1) * d
-        j = _fresh_index(k, body.free_symbols)
+        j = fresh_index(k, body.free_symbols | {k})
         others = ReduceProd(sp.Piecewise((sp.S.One, sp.Eq(j, k)), (substitute_index(body, k, j), True)), j)
         return ReduceSum(d * others, k)
 
@@ -209,8 +210,91 @@ def substitute_index(e, old: Idx, new):
     return e.func(*[substitute_index(a, old, new) for a in e.args])
 
 
-def _fresh_index(like: Idx, taken) -> Idx:
-    names = {s.name for s in taken} | {like.name}
+def eliminate_deltas(e):
+    """``sum(f(i) * KroneckerDelta(i, t), i) -> f(t)``: the sums that differentiating by ``x[k]`` leaves.
+
+    Deltas that cannot be summed away stay (the kernel compares the indices, wrapping stencils).
+    Factors free of the summed index are taken out of what remains, so that a sum does not depend
+    on the new index ``k`` and is computed once rather than once per ``k``.
+    """
+    if not e.args:
+        return e
+    args = [eliminate_deltas(a) for a in e.args]
+    if args != list(e.args):
+        e = e.func(*args)
+    return _sum_deltas(e) if isinstance(e, ReduceSum) else e
+
+
+def _sum_deltas(r):
+    i = r.index
+    keep, done = [], []
+    for term in sp.Add.make_args(sp.expand_mul(r.body)):
+        factors = [_pull_delta(f) for f in sp.Mul.make_args(term)]
+        factors = [g for f in factors for g in sp.Mul.make_args(f)]
+        hit = None
+        for f in factors:
+            t = _delta_solution(f, i) if isinstance(f, sp.KroneckerDelta) else None
+            # i -> t is exact where t is a bare index, or where i only subscripts (which wrap)
+            if t is not None and (split_subscript(t)[1] == 0 or _index_only_in_subscripts(term, i)):
+                hit = (f, t)
+                break
+        if hit is None:
+            keep.append(term)
+        else:
+            rest = sp.Mul(*[f for f in factors if f is not hit[0]])
+            done.append(substitute_index(rest, i, hit[1]))
+    if len(keep) == 1:  # sum(c*f(i), i) -> c*sum(f(i), i), so the sum need not run per value of c
+        factors = sp.Mul.make_args(keep[0])
+        outside = [f for f in factors if i not in f.free_symbols]
+        inside = [f for f in factors if i in f.free_symbols]
+        done.append(sp.Mul(*outside) * ReduceSum(sp.Mul(*inside), i))
+    elif keep:
+        done.append(ReduceSum(sp.Add(*keep), i))
+    return sp.Add(*done)
+
+
+def _delta_solution(delta, i):
+    """t such that the delta holds for i == t (t free of i), or None."""
+    a, b = delta.args
+    for lhs, rhs in ((a, b), (b, a)):
+        hit = split_subscript(lhs)
+        if hit is not None and hit[0] == i and i not in rhs.free_symbols and split_subscript(rhs) is not None:
+            return rhs - hit[1]
+    return None
+
+
+def _index_only_in_subscripts(e, i) -> bool:
+    """False where ``i`` is used as a value (a shifted solution i = k - 1 would not wrap there)."""
+    if isinstance(e, sp.Indexed):
+        return True
+    if isinstance(e, sp.KroneckerDelta):
+        return True
+    if e == i:
+        return False
+    return all(_index_only_in_subscripts(a, i) for a in e.args)
+
+
+def _pull_delta(f):
+    """Piecewise((d*a, c), ..., (0, True)) with one delta d in every nonzero branch -> d*Piecewise(...)."""
+    if not isinstance(f, sp.Piecewise):
+        return f
+    deltas = None
+    for pair in f.args:
+        if pair.expr == 0:
+            continue
+        ds = {g for g in sp.Mul.make_args(pair.expr) if isinstance(g, sp.KroneckerDelta)}
+        deltas = ds if deltas is None else deltas & ds
+    if not deltas:
+        return f
+    d = sorted(deltas, key=sp.default_sort_key)[0]
+    return d * sp.Piecewise(*[(pair.expr / d if pair.expr != 0 else pair.expr, pair.cond) for pair in f.args])
+
+
+def fresh_index(like: Idx, taken) -> Idx:
+    """``like``, or ``like_1``, ``like_2``, ... : an index named like none of ``taken``."""
+    names = {s.name for s in taken}
+    if like.name not in names:
+        return like
     k = 1
     while f"{like.name}_{k}" in names:
         k += 1
@@ -384,7 +468,7 @@ def parse_indexed(text: str, limits: Limits = LIMITS):
 
 # ---- SymPy input ----------------------------------------------------------------------------------
 # node classes of index notation, besides the formula language (the allow-list check takes them)
-INDEX_NODES = (sp.Indexed, sp.IndexedBase, Idx, Reduction)
+INDEX_NODES = (sp.Indexed, sp.IndexedBase, Idx, Reduction, sp.KroneckerDelta)
 _SYMPY_EXTRA = INDEX_NODES + (sp.Idx, sp.Sum, sp.Product, sp.Tuple)
 
 
