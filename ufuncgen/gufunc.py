@@ -413,39 +413,10 @@ def gufunc(formula, layout: str | None = None, args: Sequence[str] | None = None
     return GUFunc(make_indexed_formula(formula, args, layout), signatures, target, name, **options)
 
 
-def _trace(fn):
-    """Call ``fn`` with an ``IndexedBase`` per parameter; returns (expressions, argument names).
-
-    A parameter used only bare becomes a scalar input (the formula check turns it into a Symbol).
-    """
-    try:
-        params = list(inspect.signature(fn).parameters.values())
-    except (TypeError, ValueError) as err:
-        raise FormulaError(f"cannot read the parameters of {fn!r}: {err}") from None
-    for p in params:
-        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-            raise FormulaError(f"{fn.__name__}: parameter {p} is not a plain positional parameter")
-    names = tuple(p.name for p in params)
-    try:
-        result = fn(*[sp.IndexedBase(n) for n in names])
-    except TypeError as err:
-        if "truth value" not in str(err):
-            raise
-        where = _user_line(err, fn)
-        raise FormulaError(f"{fn.__name__}: Python control flow on traced values{where} cannot be compiled; "
-                           "write where(cond, a, b) instead of if/else, and & | ~ instead of and/or/not") from None
-    items = list(result) if isinstance(result, (list, tuple)) else result
-    return items, names
-
-
-def _user_line(err, fn) -> str:
-    tb = err.__traceback__
-    line = None
-    while tb is not None:
-        if tb.tb_frame.f_code is fn.__code__:
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return f" (file {fn.__code__.co_filename}, line {line})" if line else ""
+def _indexable(name: str):
+    """A traced parameter: an ``IndexedBase`` (``x[i]``); one used bare becomes a scalar input."""
+    from .tracing import Traced
+    return Traced(sp.IndexedBase(name))
 
 
 def guvectorize(signatures=None, layout: str | None = None, *, args: Sequence[str] | None = None,
@@ -461,8 +432,9 @@ def guvectorize(signatures=None, layout: str | None = None, *, args: Sequence[st
             return ug.sqrt(ug.sum(x[i] ** 2, i))
     """
     def wrap(fn):
-        exprs, names = _trace(fn)
-        formula = make_indexed_formula(exprs, args or names, layout)
+        from .tracing import trace
+        traced = trace(fn, make_arg=_indexable)
+        formula = make_indexed_formula(traced.formula, args or traced.args, layout)
         g = GUFunc(formula, signatures, target, name or fn.__name__, **options)
         g.__doc__ = fn.__doc__
         g.__wrapped__ = fn
