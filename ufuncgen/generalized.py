@@ -70,7 +70,7 @@ def _parse_gusignatures(sigs, nin: int, nout: int) -> list:
 
 
 class GUFunc:
-    """A compiled index-notation formula with NumPy gufunc semantics (see ``ufuncgen.gufunc``)."""
+    """A compiled index-notation formula with NumPy gufunc semantics (see ``ufuncgen.generalized.gufunc``)."""
 
     def __init__(self, formula: IndexedFormula, signatures=None, target: str = "cpu", name: str | None = None,
                  **options):
