@@ -192,7 +192,7 @@ def test_compile_config_problems_one_line_each(tmp_path):
 def test_compile_example_file(tmp_path):
     proc = run("compile", EXAMPLE, cache_dir=tmp_path)
     try:
-        import ufuncgen.gufunc  # noqa: F401
+        import ufuncgen.generalized  # noqa: F401
     except ImportError:
         # the norm entry is a gufunc: it fails, and is named, until the gufunc branch lands
         assert proc.returncode == 1

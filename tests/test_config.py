@@ -22,8 +22,8 @@ def _has_module(name):
     return True
 
 
-HAS_GUFUNC = _has_module("ufuncgen.gufunc")
-needs_gufunc = pytest.mark.skipif(not HAS_GUFUNC, reason="layout entries need ufuncgen.gufunc "
+HAS_GUFUNC = _has_module("ufuncgen.generalized")
+needs_gufunc = pytest.mark.skipif(not HAS_GUFUNC, reason="layout entries need ufuncgen.generalized "
                                                          "(the gufunc branch), not merged yet")
 needs_yaml = pytest.mark.skipif(not _has_module("yaml"), reason="YAML needs PyYAML (extra [yaml])")
 
@@ -289,7 +289,7 @@ def test_layout_entry(tmp_path):
     if not HAS_GUFUNC:
         with pytest.raises(ug.FormulaError, match="no gufunc support"):
             _ = fs.dot
-        pytest.skip("layout entries need ufuncgen.gufunc (the gufunc branch), not merged yet")
+        pytest.skip("layout entries need ufuncgen.generalized (the gufunc branch), not merged yet")
     a, b = RNG.normal(size=(3, 5)), RNG.normal(size=(3, 5))
     np.testing.assert_allclose(fs.dot(a, b), np.einsum("ij,ij->i", a, b), rtol=1e-13)
 

@@ -28,8 +28,8 @@ def _has_module(name):
 
 
 needs_indexing = pytest.mark.skipif(
-    not (_has_module("ufuncgen.indexing") and _has_module("ufuncgen.gufunc")),
-    reason="index reductions need ufuncgen.indexing and ufuncgen.gufunc (the gufunc branch), not merged yet")
+    not (_has_module("ufuncgen.indexing") and _has_module("ufuncgen.generalized")),
+    reason="index reductions need ufuncgen.indexing and ufuncgen.generalized (the gufunc branch), not merged yet")
 
 
 @pytest.mark.parametrize("fn,name", SPELLINGS, ids=[n for _, n in SPELLINGS])

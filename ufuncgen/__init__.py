@@ -16,9 +16,9 @@ __version__ = "0.1.0"
 _LAZY = {
     "ufunc": ("elementwise", "ufunc"),
     "UFunc": ("elementwise", "UFunc"),
-    "gufunc": ("gufunc", "gufunc"),
-    "GUFunc": ("gufunc", "GUFunc"),
-    "guvectorize": ("gufunc", "guvectorize"),
+    "gufunc": ("generalized", "gufunc"),
+    "GUFunc": ("generalized", "GUFunc"),
+    "guvectorize": ("generalized", "guvectorize"),
     "Idx": ("indexing", "Idx"),
     "vectorize": ("decorators", "vectorize"),
     "load": ("config", "load"),

@@ -58,9 +58,9 @@ def _make(formula: str, args, target: str, signature: str | None = None, layout:
     formula = _formulas(formula)
     if layout is not None or _has_subscripts(formula):
         try:
-            from .gufunc import gufunc
+            from .generalized import gufunc
         except ImportError as err:
-            raise RuntimeError("index notation (x[i]) and --layout need gufunc support (ufuncgen.gufunc), "
+            raise RuntimeError("index notation (x[i]) and --layout need gufunc support (ufuncgen.generalized), "
                                "which this installation lacks") from err
         return gufunc(formula, layout=layout, args=args, signatures=sigs, target=target)
     from .elementwise import ufunc

@@ -323,9 +323,9 @@ def _check_entry(raw: _Raw, problems: list) -> Entry | None:
 
 
 def _gufunc_factory():
-    """``ufuncgen.gufunc.gufunc``, or None where this build has no gufunc support."""
+    """``ufuncgen.generalized.gufunc``, or None where this build has no gufunc support."""
     try:
-        from .gufunc import gufunc
+        from .generalized import gufunc
     except ImportError:
         return None
     return gufunc
@@ -353,7 +353,7 @@ def _build(entry: Entry):
         gufunc = _gufunc_factory()
         if gufunc is None:
             raise FormulaError(f"formula {entry.name!r} has a layout (a gufunc), but this ufuncgen has no "
-                               "gufunc support (ufuncgen.gufunc cannot be imported)")
+                               "gufunc support (ufuncgen.generalized cannot be imported)")
         obj = gufunc(entry.expr, layout=entry.layout, args=list(entry.args) if entry.args else None,
                      signatures=entry.signatures, target=entry.target, name=entry.name, **entry.options)
     if entry.doc:

@@ -14,6 +14,7 @@ from typing import Sequence
 
 import numpy as np
 import sympy as sp
+from sympy.codegen import cfunctions as cf
 
 from .build import LoopRequest, compiled_loop, kernel_source, output_dtypes
 from .codegen import safe_param_names
@@ -387,13 +388,52 @@ def _derivatives(formula: Formula, name: str, n: int) -> list:
     sym = formula.symbols[formula.args.index(name)]
     real = {s: sp.Dummy(s.name, real=True) for s in formula.symbols}
     back = {v: k for k, v in real.items()}
-    out = []
-    for e in formula.exprs:
-        d = sp.diff(e.xreplace(real), real[sym], n).xreplace(back)
-        if d.has(sp.Derivative) or d.has(sp.Subs):
-            raise FormulaError(f"the derivative of {e} with respect to {name} has no closed form here")
-        out.append(d)
-    return out
+    return [real_derivative(e, e.xreplace(real), real[sym], n, back, name) for e in formula.exprs]
+
+
+class _RealCbrt(sp.Function):
+    """cbrt while differentiating: d cbrt(u) = u' / (3 cbrt(u)**2), finite for u < 0 (x**(-2/3) is nan there)."""
+
+    def fdiff(self, argindex=1):
+        return 1 / (3 * cf.Cbrt(self.args[0]) ** 2)
+
+
+_STEPS = (sp.floor, sp.ceiling, sp.sign)  # piecewise constant: derivative 0 away from the jumps
+
+
+def _heaviside(x, h0=sp.S.Half):
+    return sp.Piecewise((sp.S.One, x > 0), (h0, sp.Eq(x, 0)), (sp.S.Zero, True))
+
+
+def real_derivative(orig, expr, var, n: int, back: dict, name: str, extra: tuple = ()):
+    """d^n expr / d var^n in closed form, mapped back with ``back``, or a FormulaError.
+
+    Derivatives SymPy leaves in forms we cannot compile are rewritten: Heaviside (from Max/Min)
+    as a Piecewise (1/2 at ties, SymPy's value), DiracDelta and the derivatives of floor, ceiling
+    and sign as 0 (their value away from the jumps), and cbrt's (and x**(1/3)'s, which compiles to
+    the real cube root) as 1/(3 cbrt(u)**2), finite for u < 0.
+    ``extra``: node classes allowed besides the formula language (index notation).
+    """
+    from .formula import check_sympy
+    from .parse import is_condition
+    if is_condition(orig):
+        raise FormulaError(f"{orig} is a condition (a boolean output); it has no derivative")
+    # the printer compiles x**(1/3) as the real cube root too
+    expr = expr.replace(cf.Cbrt, _RealCbrt).replace(
+        lambda e: isinstance(e, sp.Pow) and e.exp == sp.Rational(1, 3), lambda e: _RealCbrt(e.base))
+    d = sp.diff(expr, var, n)
+    d = d.replace(lambda e: isinstance(e, sp.Derivative) and isinstance(e.expr, _STEPS), lambda e: sp.S.Zero)
+    d = d.replace(lambda e: isinstance(e, sp.Subs) and e.expr == 0, lambda e: sp.S.Zero)
+    d = d.replace(sp.DiracDelta, lambda *a: sp.S.Zero).replace(sp.Heaviside, _heaviside)
+    d = d.replace(_RealCbrt, cf.Cbrt).xreplace(back)
+    if d.has(sp.Derivative) or d.has(sp.Subs):
+        raise FormulaError(f"the derivative of {orig} with respect to {name} has no closed form here")
+    try:
+        check_sympy(d, extra=tuple(extra))
+    except FormulaError as err:
+        raise FormulaError(f"the derivative of {orig} with respect to {name} needs something ufuncgen cannot "
+                           f"compile: {err.reason}") from None
+    return d
 
 
 def ufunc(formula, args: Sequence[str] | None = None, signatures=None, target: str = "cpu",
