@@ -124,6 +124,7 @@ def build_loop(cres, in_dtypes: tuple, out_dtypes: tuple, name: str, want_ir: bo
 
     with global_compiler_lock:
         library = ctx.codegen().create_library(f"ufuncgen_loop_{name}")
+        library.enable_object_caching()  # keep the machine code, so the disk cache can store it
         module = library.create_ir_module(f"ufuncgen_loop_{name}")
         kfnty = ctx.call_conv.get_function_type(restype, argtypes)
         kfunc = ir.Function(module, kfnty, name=cres.fndesc.llvm_func_name)
