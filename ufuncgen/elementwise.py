@@ -376,7 +376,8 @@ def _doc(formula: Formula) -> str:
 def _request(formula: Formula, options: dict, in_dtypes: tuple, out_dtypes: tuple | None) -> LoopRequest:
     in_dtypes = tuple(np.dtype(d) for d in in_dtypes)
     outs = tuple(np.dtype(d) for d in out_dtypes) if out_dtypes else output_dtypes(formula, in_dtypes)
-    return LoopRequest(formula, in_dtypes, outs, bool(options["fastmath"]), bool(options["cse"]))
+    return LoopRequest(formula, in_dtypes, outs, bool(options["fastmath"]), bool(options["cse"]),
+                       bool(options["cache"]))
 
 
 def _rebuild(exprs, args, signatures, target, name, options):
