@@ -1,0 +1,465 @@
+"""The disk cache: entry format and locking in-process; loading, races and damage across processes.
+
+The cross-process tests run ufuncgen in subprocesses (``DRIVER``), each with its own cache
+directory, and prove "loaded without compiling" with ufuncgen's compile counter
+(``cache_info()["compiles"]``), never with a timing.  Results are compared with NumPy / ``math``
+references computed here, in the test process.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ufuncgen import diskcache
+from ufuncgen.diskcache import CacheWarning, DiskCache
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# ---- references -------------------------------------------------------------------------------
+_gamma = np.vectorize(math.gamma, otypes=[float])
+_erf = np.vectorize(math.erf, otypes=[float])
+
+# label -> (formula, signatures, reference over the inputs in args order)
+FORMULAS = {
+    "sin(x)**2 + a*exp(-y)": ("sin(x)**2 + a*exp(-y)",
+                              ["float64(float64, float64, float64)", "float32(float32, float32, float32)"],
+                              lambda a, x, y: np.sin(x) ** 2 + a * np.exp(-y)),
+    "gamma(x) + erf(x)": ("gamma(x) + erf(x)", ["float64(float64)"],  # Numba's C helpers, after a load
+                          lambda x: _gamma(x) + _erf(x)),
+    "x // y + x % y": ("x // y + x % y", ["int64(int64, int64)"], lambda x, y: x // y + x % y),
+    "[x*y, x - y]": (["x*y", "x - y"], ["(float64, float64)(float64, float64)"],  # two outputs
+                     lambda x, y: np.stack([x * y, x - y])),
+}
+NEW = {"cos(x) * y + 3": ("cos(x) * y + 3", ["float64(float64, float64)"], lambda x, y: np.cos(x) * y + 3),
+       "where(x > 1, log(x), -x)": ("where(x > 1, log(x), -x)", ["float64(float64)"],
+                                   lambda x: np.where(x > 1, np.log(x), -x))}
+
+
+def inputs(dtype: str, nin: int) -> list:
+    dt = np.dtype(dtype)
+    if dt.kind in "iu":
+        base = np.arange(1, 40, dtype=dt)
+        return [base * (k + 3) + k for k in range(nin)]
+    return [np.linspace(0.25 + 0.1 * k, 3.0 + k, 37).astype(dt) for k in range(nin)]
+
+
+def _sig_inputs(sig: str) -> tuple:
+    """(first input dtype, number of inputs) of a signature string."""
+    args = sig[sig.rindex("(") + 1:].rstrip(")").split(",")
+    return args[0].strip(), len(args)
+
+
+def check_results(results: dict, formulas: dict) -> None:
+    assert set(results) == set(formulas)
+    for label, per_sig in results.items():
+        _formula, sigs, ref = formulas[label]
+        assert len(per_sig) == len(sigs)
+        for sig, got in zip(sigs, per_sig, strict=True):
+            dtype, nin = _sig_inputs(sig)
+            want = ref(*[a.astype(np.float64) if np.dtype(dtype).kind == "f" else a for a in inputs(dtype, nin)])
+            rtol = 1e-5 if dtype == "float32" else 1e-12
+            np.testing.assert_allclose(np.asarray(got, dtype=np.float64), want, rtol=rtol, err_msg=f"{label} {sig}")
+
+
+# ---- the subprocess driver ----------------------------------------------------------------------
+DRIVER = r"""
+import json, os, sys, time, warnings
+import numpy as np
+warnings.simplefilter("always")
+import ufuncgen as ug
+ug.ufunc; import numba, sympy  # imports done before any barrier, so processes race on compiling
+spec = json.loads(sys.argv[1])
+if spec.get("version"):
+    ug.__version__ = spec["version"]
+if spec.get("barrier"):
+    while not os.path.exists(spec["barrier"]):
+        time.sleep(0.001)
+
+def inputs(dtype, nin):
+""" + "\n".join("    " + line for line in """
+dt = np.dtype(dtype)
+if dt.kind in "iu":
+    base = np.arange(1, 40, dtype=dt)
+    return [base * (k + 3) + k for k in range(nin)]
+return [np.linspace(0.25 + 0.1 * k, 3.0 + k, 37).astype(dt) for k in range(nin)]
+""".strip().splitlines()) + r"""
+
+results = {}
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    for label, (formula, sigs) in spec["formulas"].items():
+        f = ug.ufunc(formula, signatures=sigs, **spec.get("options", {}))
+        per_sig = []
+        for sig in sigs:
+            dtype = sig[sig.rindex("(") + 1:].split(",")[0].strip(" )")
+            per_sig.append(np.asarray(f(*inputs(dtype, f.nin))).tolist())
+        results[label] = per_sig
+        assert "def kernel(" in f.source
+print(json.dumps({"results": results, "info": ug.cache_info(),
+                  "warnings": [[w.category.__name__, str(w.message)] for w in caught]}))
+"""
+
+
+def _env(cache_dir, **extra) -> dict:
+    env = dict(os.environ)
+    env.pop(diskcache.ENV_DISABLE, None)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env[diskcache.ENV_DIR] = str(cache_dir)
+    env.update(extra)
+    return env
+
+
+def _spec(formulas: dict, **kw) -> str:
+    return json.dumps({"formulas": {k: v[:2] for k, v in formulas.items()}, **kw})
+
+
+def run(cache_dir, formulas: dict, env: dict | None = None, **kw) -> dict:
+    proc = subprocess.run([sys.executable, "-c", DRIVER, _spec(formulas, **kw)], capture_output=True, text=True,
+                          env=_env(cache_dir, **(env or {})), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    check_results(out["results"], formulas)
+    return out
+
+
+def cache_warnings(out: dict) -> list:
+    return [msg for cat, msg in out["warnings"] if cat == "CacheWarning"]
+
+
+def sound_entries(cache_dir) -> dict:
+    """Entry file -> True when its header and checksum hold (read by the test process itself)."""
+    cache = DiskCache(cache_dir)
+    out = {}
+    for p in cache.entries():
+        payload, problem = cache._check(p.stem, p.read_bytes())
+        out[p.name] = problem is None
+    return out
+
+
+def n_loops(formulas: dict) -> int:
+    return sum(len(v[1]) for v in formulas.values())
+
+
+N_LOOPS = n_loops(FORMULAS)
+ONE = {k: FORMULAS[k] for k in ["x // y + x % y"]}  # for tests that need one stored loop
+
+
+@pytest.fixture(scope="module")
+def populated(tmp_path_factory):
+    """A cache directory after one cold process: (path, that process's output)."""
+    path = tmp_path_factory.mktemp("populated")
+    return path, run(path, FORMULAS)
+
+
+@pytest.fixture
+def warm_copy(populated, tmp_path):
+    path = tmp_path / "cache"
+    shutil.copytree(populated[0], path)
+    return path
+
+
+# ---- across processes -----------------------------------------------------------------------------
+def test_cold_process_compiles_and_stores_every_loop(populated):
+    path, out = populated
+    assert out["info"]["compiles"] == N_LOOPS
+    assert out["info"]["disk"]["stores"] == N_LOOPS and out["info"]["disk"]["hits"] == 0
+    assert out["info"]["disk"]["entries"] == N_LOOPS
+    assert cache_warnings(out) == []
+    assert all(sound_entries(path).values()) and len(sound_entries(path)) == N_LOOPS
+
+
+def test_second_process_loads_without_compiling(warm_copy):
+    # a second spelling of a stored formula has the same canonical form: it shares the entries
+    other = {"exp(-y)*a + sin(x)**2": FORMULAS["sin(x)**2 + a*exp(-y)"]}
+    out = run(warm_copy, {**FORMULAS, **other})
+    assert out["info"]["compiles"] == 0
+    assert out["info"]["disk"]["hits"] == N_LOOPS and out["info"]["disk"]["misses"] == 0
+    assert out["info"]["memory"]["hits"] == 2  # the second spelling, from memory this time
+    assert cache_warnings(out) == []
+
+
+RACE = {k: FORMULAS[k] for k in ["sin(x)**2 + a*exp(-y)", "gamma(x) + erf(x)"]}
+
+
+def test_four_processes_compiling_at_once(tmp_path):
+    cache_dir, barrier = tmp_path / "cache", tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", DRIVER, _spec(RACE, barrier=str(barrier))],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(cache_dir))
+             for _ in range(4)]
+    barrier.touch()
+    outs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    for out in outs:
+        check_results(out["results"], RACE)
+        assert cache_warnings(out) == []
+    # the per-key lock: each loop was compiled by exactly one process, the others loaded it
+    assert sum(o["info"]["compiles"] for o in outs) == n_loops(RACE)
+    assert sum(o["info"]["disk"]["hits"] for o in outs) == 3 * n_loops(RACE)
+    entries = sound_entries(cache_dir)
+    assert len(entries) == n_loops(RACE) and all(entries.values())
+    assert not list((cache_dir / f"v{diskcache.FORMAT}").glob("*.tmp"))
+
+
+def _corrupt(path: Path, how: str) -> str:
+    blob = path.read_bytes()
+    header = diskcache._HEADER.size
+    damage = {
+        "truncated": (blob[: len(blob) // 2], "truncated"),
+        "header cut": (blob[:10], "truncated"),
+        "garbage": (os.urandom(len(blob)), "bad magic"),
+        "empty": (b"", "truncated"),
+        "bad magic": (b"NOTMAGIC" + blob[8:], "bad magic"),
+        "checksum": (blob[:header + 100] + bytes([blob[header + 100] ^ 0xFF]) + blob[header + 101:], "checksum"),
+        "format": (blob[:8] + (99).to_bytes(2, "little") + blob[10:], "cache format 99"),
+        "foreign payload": (None, "unusable"),
+    }
+    data, reason = damage[how]
+    if data is None:  # a sound entry whose payload is not a loop (e.g. from another ufuncgen)
+        cache = DiskCache(path.parent.parent)
+        cache.store(path.stem, diskcache.pack([b"not", b"a", b"loop"]))
+    else:
+        path.write_bytes(data)
+    return reason
+
+
+DAMAGE = ["truncated", "header cut", "garbage", "empty", "bad magic", "checksum", "format", "foreign payload"]
+# across processes, a few kinds (every kind is checked in process below): short file, random bytes,
+# an entry of another cache format, and a sound entry whose payload is not a loop
+DAMAGE_XPROC = ["truncated", "garbage", "format", "foreign payload"]
+
+
+def test_damaged_entries_are_replaced_with_a_warning(warm_copy):
+    entries = sorted((warm_copy / f"v{diskcache.FORMAT}").glob("*" + diskcache.SUFFIX))
+    damage = {path.name: _corrupt(path, how) for path, how in zip(entries, DAMAGE_XPROC, strict=False)}
+    out = run(warm_copy, FORMULAS)  # results are checked against the references inside run()
+    msgs = cache_warnings(out)
+    assert len(msgs) == len(damage)
+    for name, reason in damage.items():
+        assert any(name in m and reason in m for m in msgs), (name, reason, msgs)
+    assert out["info"]["compiles"] == len(damage)
+    assert out["info"]["disk"]["replaced"] == len(damage)
+    assert out["info"]["disk"]["hits"] == N_LOOPS - len(damage)
+    entries = sound_entries(warm_copy)
+    assert len(entries) == N_LOOPS and all(entries.values())
+    assert run(warm_copy, FORMULAS)["info"]["compiles"] == 0  # the replacements load
+
+
+def test_version_change_invalidates(warm_copy):
+    out = run(warm_copy, ONE, version="999.0")
+    assert out["info"]["compiles"] == 1 and out["info"]["disk"]["hits"] == 0
+    assert len(sound_entries(warm_copy)) == N_LOOPS + 1  # old entries stay; the new one sits beside them
+
+
+def test_cache_false_and_env_var_skip_the_disk(warm_copy):
+    before = set(sound_entries(warm_copy))
+    new = dict(list(NEW.items())[:1])
+    out = run(warm_copy, new, options={"cache": False})
+    assert out["info"]["compiles"] == 1 and out["info"]["disk"]["stores"] == 0
+    out = run(warm_copy, {**ONE, **new}, env={diskcache.ENV_DISABLE: "1"})
+    assert out["info"]["compiles"] == 2  # the stored one is not loaded
+    assert out["info"]["disk"]["hits"] == 0 and out["info"]["disk"]["stores"] == 0
+    assert out["info"]["disk"]["enabled"] is False
+    assert set(sound_entries(warm_copy)) == before
+
+
+def test_uncreatable_directory_falls_back_to_memory_with_one_warning(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    out = run(blocker / "cache", NEW)
+    msgs = cache_warnings(out)
+    assert len(msgs) == 1 and "cannot create" in msgs[0]
+    assert out["info"]["compiles"] == n_loops(NEW)
+
+
+@pytest.fixture
+def read_only(warm_copy):
+    """``warm_copy`` made unwritable: chmod for users, the immutable attribute for root."""
+    if os.geteuid() != 0:
+        os.chmod(warm_copy / f"v{diskcache.FORMAT}", 0o555)
+        yield warm_copy
+        os.chmod(warm_copy / f"v{diskcache.FORMAT}", 0o755)
+        return
+    target = warm_copy / f"v{diskcache.FORMAT}"
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(target)]).returncode != 0:
+        pytest.skip("running as root without chattr: no way to make a directory read-only")
+    try:
+        yield warm_copy
+    finally:
+        subprocess.run(["chattr", "-i", str(target)], check=True)
+
+
+def test_read_only_directory_serves_hits_and_warns_once(read_only):
+    out = run(read_only, {**ONE, **NEW})
+    assert out["info"]["compiles"] == n_loops(NEW)  # the stored one was loaded
+    assert out["info"]["disk"]["hits"] == 1
+    msgs = cache_warnings(out)
+    assert len(msgs) == 1 and "cannot write" in msgs[0]
+
+
+# ---- in process: entry format, store/load, locks (no Numba) -------------------------------------
+KEY = "k" * 10
+
+
+@pytest.fixture
+def cache(tmp_path):
+    saved = diskcache.STATS.as_dict()
+    diskcache.STATS.clear()
+    yield DiskCache(tmp_path / "c")
+    for name, value in saved.items():
+        setattr(diskcache.STATS, name, value)
+
+
+def test_store_and_load_round_trip(cache):
+    assert cache.load(KEY) is None
+    assert cache.store(KEY, b"payload")
+    assert cache.load(KEY) == b"payload"
+    assert cache.path(KEY).name == __import__("hashlib").sha256(KEY.encode()).hexdigest() + diskcache.SUFFIX
+    hexkey = "ab" * 32
+    assert cache.path(hexkey).stem == hexkey
+    assert cache.info()["entries"] == 1 and cache.info()["bytes"] == len(b"payload") + diskcache._HEADER.size
+
+
+def test_entry_of_another_key_is_refused(cache):
+    cache.store("first", b"one")
+    shutil.copy(cache.path("first"), cache.path("second"))
+    with pytest.warns(CacheWarning, match="another key"):
+        assert cache.load("second") is None
+
+
+@pytest.mark.parametrize("how", ["truncated", "header cut", "garbage", "empty", "bad magic", "checksum", "format"])
+def test_damaged_entry_is_detected(cache, how):
+    cache.store(KEY, bytes(range(256)) * 4)
+    reason = _corrupt(cache.path(KEY), how)
+    with pytest.warns(CacheWarning, match=reason):
+        assert cache.load(KEY) is None
+    assert diskcache.STATS.replaced == 1
+
+
+def test_cached_builds_once_then_loads(cache):
+    calls = []
+
+    def build():
+        calls.append(1)
+        return [1, 2, 3]
+
+    enc = lambda v: bytes(v)  # noqa: E731
+    dec = lambda b: list(b)   # noqa: E731
+    assert cache.cached(KEY, build, enc, dec) == [1, 2, 3]
+    assert cache.cached(KEY, build, enc, dec) == [1, 2, 3]
+    assert len(calls) == 1
+    assert (diskcache.STATS.hits, diskcache.STATS.misses, diskcache.STATS.stores) == (1, 1, 1)
+
+
+def test_cached_rebuilds_what_it_cannot_decode(cache):
+    cache.store(KEY, b"\x00")
+
+    def dec(b):
+        if b == b"\x00":
+            raise ValueError("old layout")
+        return b
+
+    with pytest.warns(CacheWarning, match="unusable.*old layout"):
+        assert cache.cached(KEY, lambda: b"new", bytes, dec) == b"new"
+    assert cache.load(KEY) == b"new"
+
+
+def test_unwritable_directory_warns_once(cache, monkeypatch):
+    cache.store("kept", b"old")
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(diskcache.os, "replace", refuse)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert not cache.store("a", b"1")
+        assert not cache.store("b", b"2")
+        assert cache.cached("c", lambda: b"3", bytes, bytes) == b"3"
+    assert [w.category for w in caught] == [CacheWarning]
+    assert "cannot write" in str(caught[0].message)
+    assert cache.load("kept") == b"old"  # what is there is still served
+    assert not list(cache.dir.glob("*.tmp"))
+
+
+def test_uncreatable_directory_is_unusable_with_one_warning(tmp_path):
+    (tmp_path / "f").write_text("")
+    cache = DiskCache(tmp_path / "f" / "sub")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cache.load(KEY) is None
+        assert not cache.store(KEY, b"x")
+        assert cache.cached(KEY, lambda: 5, lambda v: b"", int) == 5
+    assert len(caught) == 1 and "cannot create" in str(caught[0].message)
+
+
+def test_lock_excludes_other_holders(cache):
+    results = []
+
+    def attempt():
+        with cache.lock(KEY, timeout=0.05) as got:
+            results.append(got)
+
+    with cache.lock(KEY) as taken:
+        assert taken
+        t = threading.Thread(target=attempt)
+        t.start()
+        t.join()
+    assert results == [False]  # timed out while held: the body would run unlocked
+    with cache.lock(KEY, timeout=0.05) as taken:
+        assert taken
+
+
+def test_clear_removes_entries_temps_and_locks(cache):
+    cache.store("a", b"1")
+    cache.store("b", b"2")
+    with cache.lock("a"):
+        pass
+    (cache.dir / ".x.tmp").write_bytes(b"")
+    (cache.dir / "unrelated.txt").write_text("kept")
+    assert cache.clear() == 2
+    assert sorted(p.name for p in cache.dir.iterdir()) == ["locks", "unrelated.txt"]
+    assert not list((cache.dir / "locks").iterdir())
+
+
+def test_pack_unpack():
+    fields = [b"", b"a", bytes(range(256))]
+    assert diskcache.unpack(diskcache.pack(fields)) == fields
+    for bad in (b"", diskcache.pack(fields)[:-1], diskcache.pack(fields) + b"x"):
+        with pytest.raises(ValueError):
+            diskcache.unpack(bad)
+
+
+@pytest.mark.parametrize("platform, env, expected", [
+    ("linux", {"XDG_CACHE_HOME": "/xdg"}, "/xdg/ufuncgen"),
+    ("linux", {}, "~/.cache/ufuncgen"),
+    ("darwin", {}, "~/Library/Caches/ufuncgen"),
+    ("win32", {"LOCALAPPDATA": "C:/Users/u/AppData/Local"}, "C:/Users/u/AppData/Local/ufuncgen/Cache"),
+])
+def test_default_location(monkeypatch, platform, env, expected):
+    for name in ("XDG_CACHE_HOME", "LOCALAPPDATA", diskcache.ENV_DIR):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(diskcache.sys, "platform", platform)
+    assert diskcache.cache_dir() == Path(os.path.expanduser(expected))
+
+
+def test_env_variables(monkeypatch, tmp_path):
+    monkeypatch.setenv(diskcache.ENV_DIR, str(tmp_path))
+    assert diskcache.cache_dir() == tmp_path
+    for value, off in (("1", True), ("yes", True), ("0", False), ("", False), ("false", False)):
+        monkeypatch.setenv(diskcache.ENV_DISABLE, value)
+        assert diskcache.disabled_by_env() is off
