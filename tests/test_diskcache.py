@@ -463,3 +463,21 @@ def test_env_variables(monkeypatch, tmp_path):
     for value, off in (("1", True), ("yes", True), ("0", False), ("", False), ("false", False)):
         monkeypatch.setenv(diskcache.ENV_DISABLE, value)
         assert diskcache.disabled_by_env() is off
+
+
+def test_cache_info_and_clear_cache(monkeypatch, tmp_path):
+    """The public pair, in process: disk counts come from the directory and this process's STATS."""
+    import ufuncgen as ug
+    monkeypatch.setenv(diskcache.ENV_DIR, str(tmp_path))
+    cache = diskcache.current()
+    cache.store("one", b"1")
+    cache.store("two", b"22")
+    info = ug.cache_info()
+    assert set(info) == {"memory", "disk", "compiles"}
+    assert info["disk"]["path"] == str(cache.dir) and info["disk"]["enabled"] is True
+    assert info["disk"]["entries"] == 2 and info["disk"]["bytes"] == 3 + 2 * diskcache._HEADER.size
+    out = ug.clear_cache(memory=False)
+    assert out == {"disk": {"path": str(cache.dir), "removed": 2}}
+    assert ug.cache_info()["disk"]["entries"] == 0
+    monkeypatch.setenv(diskcache.ENV_DISABLE, "1")
+    assert ug.cache_info()["disk"]["enabled"] is False

@@ -83,7 +83,10 @@ def _compile_cpu(req: LoopRequest):
                             f"({', '.join(d.name for d in req.in_dtypes)}): "
                             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
         raise
-    loop = cpu.build_loop(cres, req.in_dtypes, req.out_dtypes, src.digest)
+    # the symbol names everything that changes the machine code (the digest covers source and dtypes),
+    # so two loops in one JIT never share a name, however they got there (compiled or loaded)
+    name = src.digest + ("_fastmath" if req.fastmath else "")
+    loop = cpu.build_loop(cres, req.in_dtypes, req.out_dtypes, name)
     loop.source = src
     loop.keepalive += (pyfunc,)  # keeps the kernel's linecache entry while the loop lives
     return loop
@@ -107,16 +110,17 @@ def _decode_cpu(data: bytes, req: LoopRequest):
     return loop
 
 
-def _build_cpu(req: LoopRequest):
+def _build_cpu(req: LoopRequest, memory_key: tuple):
     if not req.cache or diskcache.disabled_by_env():
         return _compile_cpu(req)
     from .cachekey import loop_key
-    return diskcache.cached(loop_key(req, "cpu"), lambda: _compile_cpu(req), _encode_cpu,
+    return diskcache.cached(loop_key(req, memory_key), lambda: _compile_cpu(req), _encode_cpu,
                             lambda data: _decode_cpu(data, req))
 
 
 def compiled_loop(req: LoopRequest, backend: str = "cpu"):
-    """The compiled loop for ``req`` (cached in memory; one compile per key per process)."""
+    """The compiled loop for ``req`` (memory, then disk; one compile per key per process)."""
     if backend != "cpu":
         raise FormulaError(f"unknown backend {backend!r}")
-    return LOOPS.get_or_build(req.key(backend), lambda: _build_cpu(req))
+    key = req.key(backend)
+    return LOOPS.get_or_build(key, lambda: _build_cpu(req, key))

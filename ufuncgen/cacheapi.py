@@ -29,13 +29,18 @@ def cache_info() -> dict:
     return {"memory": LOOPS.info(), "disk": info, "compiles": compiles}
 
 
-def clear_cache(memory: bool = True, disk: bool = True) -> None:
+def clear_cache(memory: bool = True, disk: bool = True) -> dict:
     """Forget compiled loops held in memory and/or delete the disk cache's entries.
 
-    Existing ufunc objects keep the loops they already have.
+    Existing ufunc objects keep the loops they already have.  Returns how many entries each cache
+    dropped: ``{"memory": {"removed": n}, "disk": {"path": ..., "removed": m}}``.
     """
+    out = {}
     if memory:
+        out["memory"] = {"removed": len(LOOPS)}
         LOOPS.clear()
     if disk:
-        diskcache.current().clear()
+        cache = diskcache.current()
+        out["disk"] = {"path": str(cache.dir), "removed": cache.clear()}
         diskcache.STATS.clear()
+    return out

@@ -3,9 +3,9 @@
 A key is computed before any code generation or Numba work, so a disk hit skips all of it (the
 flow is parse -> key -> codegen -> build).  Its parts:
 
-* the canonical formula (``Formula.canonical()``: SymPy's canonical form of the expressions and the
-  argument order), so two spellings with one canonical form share an entry;
-* the input and output dtypes, the backend and the options (fastmath, cse);
+* the memory cache's key: the canonical formula (``Formula.canonical()``: SymPy's canonical form of
+  the expressions, and the argument order), so two spellings with one canonical form share an
+  entry; the input and output dtypes; the backend; the options (fastmath, cse);
 * the device: LLVM's target triple, CPU name and features as Numba's codegen sees them (so
   ``NUMBA_CPU_NAME`` is honoured), and Numba's optimisation level;
 * the versions of ufuncgen, Numba, llvmlite, NumPy, SymPy and Python, and a hash of ufuncgen's own
@@ -79,11 +79,11 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def loop_key(req, backend: str) -> str:
-    """The key of one compiled ufunc inner loop (``req``: a ``build.LoopRequest``)."""
-    formula = req.formula
-    return digest("ufuncgen-loop", KEY_FORMAT, backend, formula.canonical(), ",".join(formula.args),
-                  ("multi", bool(formula.multi)),
-                  ",".join(d.str for d in req.in_dtypes), ",".join(d.str for d in req.out_dtypes),
-                  ("fastmath", bool(req.fastmath)), ("cse", bool(req.cse)),
+def loop_key(req, memory_key: tuple) -> str:
+    """The key of one compiled ufunc inner loop.
+
+    ``memory_key`` is ``req.key(backend)``: canonical formula with its argument order, dtypes,
+    backend and options, already computed for the memory cache (``canonical()`` is not free).
+    """
+    return digest("ufuncgen-loop", KEY_FORMAT, memory_key, ("multi", bool(req.formula.multi)),
                   cpu_device(), versions(), code_fingerprint())
