@@ -7,6 +7,7 @@ references computed here, in the test process.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -84,15 +85,7 @@ if spec.get("version"):
 if spec.get("barrier"):
     while not os.path.exists(spec["barrier"]):
         time.sleep(0.001)
-
-def inputs(dtype, nin):
-""" + "\n".join("    " + line for line in """
-dt = np.dtype(dtype)
-if dt.kind in "iu":
-    base = np.arange(1, 40, dtype=dt)
-    return [base * (k + 3) + k for k in range(nin)]
-return [np.linspace(0.25 + 0.1 * k, 3.0 + k, 37).astype(dt) for k in range(nin)]
-""".strip().splitlines()) + r"""
+""" + inspect.getsource(inputs) + r"""
 
 results = {}
 with warnings.catch_warnings(record=True) as caught:
@@ -101,7 +94,7 @@ with warnings.catch_warnings(record=True) as caught:
         f = ug.ufunc(formula, signatures=sigs, **spec.get("options", {}))
         per_sig = []
         for sig in sigs:
-            dtype = sig[sig.rindex("(") + 1:].split(",")[0].strip(" )")
+            dtype = sig[sig.rindex("(") + 1:].split(",")[0].strip(" )")  # first input's dtype
             per_sig.append(np.asarray(f(*inputs(dtype, f.nin))).tolist())
         results[label] = per_sig
         assert "def kernel(" in f.source
@@ -178,10 +171,12 @@ def test_cold_process_compiles_and_stores_every_loop(populated):
     assert all(sound_entries(path).values()) and len(sound_entries(path)) == N_LOOPS
 
 
-def test_second_process_loads_without_compiling(warm_copy):
+def test_second_process_loads_without_compiling(populated, warm_copy):
     # a second spelling of a stored formula has the same canonical form: it shares the entries
     other = {"exp(-y)*a + sin(x)**2": FORMULAS["sin(x)**2 + a*exp(-y)"]}
     out = run(warm_copy, {**FORMULAS, **other})
+    cold = populated[1]["results"]
+    assert {k: out["results"][k] for k in cold} == cold  # the same machine code: bit for bit
     assert out["info"]["compiles"] == 0
     assert out["info"]["disk"]["hits"] == N_LOOPS and out["info"]["disk"]["misses"] == 0
     assert out["info"]["memory"]["hits"] == 2  # the second spelling, from memory this time
@@ -481,3 +476,12 @@ def test_cache_info_and_clear_cache(monkeypatch, tmp_path):
     assert ug.cache_info()["disk"]["entries"] == 0
     monkeypatch.setenv(diskcache.ENV_DISABLE, "1")
     assert ug.cache_info()["disk"]["enabled"] is False
+
+
+def test_store_recreates_a_deleted_folder(cache):
+    cache.store("a", b"1")
+    shutil.rmtree(cache.root)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert cache.store("b", b"2")
+    assert cache.load("b") == b"2"

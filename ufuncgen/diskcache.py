@@ -94,7 +94,7 @@ def _default_root() -> Path:
 def cache_dir() -> Path:
     """``$UFUNCGEN_CACHE_DIR`` if set, else the user's cache directory."""
     env = os.environ.get(ENV_DIR)
-    return Path(env).expanduser() if env else _default_root()
+    return Path(os.path.abspath(os.path.expanduser(env))) if env else _default_root()
 
 
 def disabled_by_env() -> bool:
@@ -233,8 +233,10 @@ class DiskCache:
         if khash != hashlib.sha256(key.encode()).digest():
             return None, "stored for another key"
         payload = blob[_HEADER.size:]
-        if len(payload) != size:
+        if len(payload) < size:
             return None, f"truncated ({len(payload)} of {size} bytes)"
+        if len(payload) > size:
+            return None, f"longer than its header says ({len(payload)} for {size} bytes)"
         if hashlib.sha256(payload).digest() != phash:
             return None, "corrupted (checksum mismatch)"
         return payload, None
@@ -270,7 +272,12 @@ class DiskCache:
         path = self.path(key)
         tmp = path.with_name(f".{path.stem}.{os.getpid()}.{threading.get_ident()}.{os.urandom(4).hex()}.tmp")
         try:
-            with open(tmp, "xb") as fh:
+            try:
+                fh = open(tmp, "xb")
+            except FileNotFoundError:  # the folder was deleted under us (e.g. by a clear): make it again
+                self.dir.mkdir(parents=True, exist_ok=True)
+                fh = open(tmp, "xb")
+            with fh:
                 fh.write(header)
                 fh.write(payload)
             os.replace(tmp, path)
