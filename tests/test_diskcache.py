@@ -485,3 +485,26 @@ def test_store_recreates_a_deleted_folder(cache):
         warnings.simplefilter("error")
         assert cache.store("b", b"2")
     assert cache.load("b") == b"2"
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+def test_world_writable_directory_is_not_used(cache):
+    cache.store("a", b"1")
+    os.chmod(cache.dir, 0o777)
+    fresh = DiskCache(cache.root)  # the check is made once per cache object
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert fresh.load("a") is None
+        assert not fresh.store("b", b"2")
+        assert fresh.cached("c", lambda: b"3", bytes, bytes) == b"3"
+    assert len(caught) == 1 and "writable by every user" in str(caught[0].message)
+    assert not fresh.path("b").exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="only root can give a folder away")
+def test_folder_of_another_user_is_not_used(cache):
+    cache.store("a", b"1")
+    os.chown(cache.dir, 12345, 12345)
+    fresh = DiskCache(cache.root)
+    with pytest.warns(CacheWarning, match="belongs to another user"):
+        assert fresh.load("a") is None

@@ -24,11 +24,14 @@ Safety:
   so one compiles and the others load its result.  Where locking is impossible the cache still
   stays consistent (writes are atomic); at worst a key is compiled twice.
 * A directory that cannot be created or written falls back to memory with one warning per
-  directory per process; a read-only directory still serves the entries it has.
+  directory per process; a read-only directory still serves the entries it has.  On POSIX, a
+  folder that every user may write to (mode o+w, e.g. a cache dir set to ``/tmp``) or that belongs
+  to another user (neither you nor root) is not used at all.
 
 Threat model: an entry is machine code that is run as-is.  Whoever can write to the cache directory
-can run code in every process that uses it, exactly as with a pickle file.  Never point
-``UFUNCGEN_CACHE_DIR`` at a directory that others can write.
+can run code in every process that uses it, exactly as with a pickle file.  The checksums detect
+accidents, not attacks.  Never point ``UFUNCGEN_CACHE_DIR`` at a directory that others can write
+(world-writable folders and folders of other users are refused; group members are trusted).
 
 Generic API, for other backends (the CUDA backend stores its compiled kernels the same way)::
 
@@ -49,6 +52,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import struct
 import sys
 import threading
@@ -182,6 +186,17 @@ else:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+def _untrusted(st) -> str:
+    """Why a cache folder with this ``stat`` may hold code planted by another user ('' if none)."""
+    if os.name != "posix":
+        return ""
+    if st.st_mode & stat.S_IWOTH:
+        return "is writable by every user"
+    if st.st_uid not in (os.geteuid(), 0):
+        return f"belongs to another user (uid {st.st_uid})"
+    return ""
+
+
 # ---- the cache -------------------------------------------------------------------------------
 class DiskCache:
     """Entries of one cache directory (see the module docstring for the layout and guarantees)."""
@@ -205,15 +220,21 @@ class DiskCache:
                       CacheWarning, stacklevel=4)
 
     def usable(self) -> bool:
-        """Whether the directory exists or could be created (checked once)."""
+        """Whether the directory exists (or could be created) and is safe to load from (checked once)."""
         if self._usable is None:
             try:
                 self.dir.mkdir(parents=True, exist_ok=True)
-                self._usable = True
+                st = self.dir.stat()
             except OSError as err:
-                self._usable = False
-                self._writable = False
+                self._usable = self._writable = False
                 self._warn_once(f"cannot create {self.dir} ({err.strerror or err})")
+                return False
+            problem = _untrusted(st)
+            if problem:  # someone else could plant machine code there
+                self._usable = self._writable = False
+                self._warn_once(f"{self.dir} {problem}, so its entries cannot be trusted")
+                return False
+            self._usable = True
         return self._usable
 
     def path(self, key: str) -> Path:
