@@ -7,6 +7,7 @@ references computed here, in the test process.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
@@ -73,56 +74,77 @@ def check_results(results: dict, formulas: dict) -> None:
 
 
 # ---- the subprocess driver ----------------------------------------------------------------------
+# One process runs a list of phases; each phase points UFUNCGEN_CACHE_DIR at its own folder, clears
+# the in-memory cache and the disk counters first, so it sees the disk as a fresh process would
+# (the directory and the switches are read at each lookup).  Phases share one Numba start-up,
+# which keeps this file fast; the first phase of a process is a truly fresh process.
 DRIVER = r"""
 import json, os, sys, time, warnings
 import numpy as np
-warnings.simplefilter("always")
 import ufuncgen as ug
 ug.ufunc; import numba, sympy  # imports done before any barrier, so processes race on compiling
-spec = json.loads(sys.argv[1])
-if spec.get("version"):
-    ug.__version__ = spec["version"]
-if spec.get("barrier"):
-    while not os.path.exists(spec["barrier"]):
-        time.sleep(0.001)
+from ufuncgen import diskcache
+VERSION = ug.__version__
 """ + inspect.getsource(inputs) + r"""
 
-results = {}
-with warnings.catch_warnings(record=True) as caught:
-    warnings.simplefilter("always")
-    for label, (formula, sigs) in spec["formulas"].items():
-        f = ug.ufunc(formula, signatures=sigs, **spec.get("options", {}))
-        per_sig = []
-        for sig in sigs:
-            dtype = sig[sig.rindex("(") + 1:].split(",")[0].strip(" )")  # first input's dtype
-            per_sig.append(np.asarray(f(*inputs(dtype, f.nin))).tolist())
-        results[label] = per_sig
-        assert "def kernel(" in f.source
-print(json.dumps({"results": results, "info": ug.cache_info(),
-                  "warnings": [[w.category.__name__, str(w.message)] for w in caught]}))
+def phase(p):
+    os.environ["UFUNCGEN_CACHE_DIR"] = p["dir"]
+    os.environ.pop("UFUNCGEN_DISABLE_CACHE", None)
+    os.environ.update(p.get("env", {}))
+    ug.__version__ = p.get("version") or VERSION
+    ug.clear_cache(memory=True, disk=False)
+    diskcache.STATS.clear()
+    compiles = ug.cache_info()["compiles"]
+    if p.get("barrier"):
+        while not os.path.exists(p["barrier"]):
+            time.sleep(0.001)
+    results = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for label, (formula, sigs) in p["formulas"].items():
+            f = ug.ufunc(formula, signatures=sigs, **p.get("options", {}))
+            per_sig = []
+            for sig in sigs:
+                dtype = sig[sig.rindex("(") + 1:].split(",")[0].strip(" )")  # first input's dtype
+                per_sig.append(np.asarray(f(*inputs(dtype, f.nin))).tolist())
+            results[label] = per_sig
+            assert "def kernel(" in f.source
+    info = ug.cache_info()
+    info["compiles"] -= compiles
+    return {"results": results, "info": info, "warnings": [[w.category.__name__, str(w.message)] for w in caught]}
+
+print(json.dumps({p["name"]: phase(p) for p in json.loads(sys.argv[1])}))
 """
 
 
-def _env(cache_dir, **extra) -> dict:
+def phase(name: str, cache_dir, formulas: dict, **kw) -> dict:
+    return {"name": name, "dir": str(cache_dir), "formulas": {k: v[:2] for k, v in formulas.items()},
+            "expected": formulas, **kw}
+
+
+def _command(phases: list) -> list:
+    spec = [{k: v for k, v in p.items() if k != "expected"} for p in phases]
+    return [sys.executable, "-c", DRIVER, json.dumps(spec)]
+
+
+def _env() -> dict:
     env = dict(os.environ)
-    env.pop(diskcache.ENV_DISABLE, None)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env[diskcache.ENV_DIR] = str(cache_dir)
-    env.update(extra)
     return env
 
 
-def _spec(formulas: dict, **kw) -> str:
-    return json.dumps({"formulas": {k: v[:2] for k, v in formulas.items()}, **kw})
-
-
-def run(cache_dir, formulas: dict, env: dict | None = None, **kw) -> dict:
-    proc = subprocess.run([sys.executable, "-c", DRIVER, _spec(formulas, **kw)], capture_output=True, text=True,
-                          env=_env(cache_dir, **(env or {})), timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    check_results(out["results"], formulas)
+def _outputs(phases: list, stdout: str) -> dict:
+    out = json.loads(stdout.strip().splitlines()[-1])
+    for p in phases:  # every result is checked against the NumPy / math references
+        check_results(out[p["name"]]["results"], p["expected"])
     return out
+
+
+def run(*phases) -> dict:
+    """Run the phases in one fresh process; phase name -> {results, info, warnings}."""
+    proc = subprocess.run(_command(list(phases)), capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return _outputs(list(phases), proc.stdout)
 
 
 def cache_warnings(out: dict) -> list:
@@ -144,71 +166,12 @@ def n_loops(formulas: dict) -> int:
 
 
 N_LOOPS = n_loops(FORMULAS)
-ONE = {k: FORMULAS[k] for k in ["x // y + x % y"]}  # for tests that need one stored loop
-
-
-@pytest.fixture(scope="module")
-def populated(tmp_path_factory):
-    """A cache directory after one cold process: (path, that process's output)."""
-    path = tmp_path_factory.mktemp("populated")
-    return path, run(path, FORMULAS)
-
-
-@pytest.fixture
-def warm_copy(populated, tmp_path):
-    path = tmp_path / "cache"
-    shutil.copytree(populated[0], path)
-    return path
-
-
-# ---- across processes -----------------------------------------------------------------------------
-def test_cold_process_compiles_and_stores_every_loop(populated):
-    path, out = populated
-    assert out["info"]["compiles"] == N_LOOPS
-    assert out["info"]["disk"]["stores"] == N_LOOPS and out["info"]["disk"]["hits"] == 0
-    assert out["info"]["disk"]["entries"] == N_LOOPS
-    assert cache_warnings(out) == []
-    assert all(sound_entries(path).values()) and len(sound_entries(path)) == N_LOOPS
-
-
-def test_second_process_loads_without_compiling(populated, warm_copy):
-    # a second spelling of a stored formula has the same canonical form: it shares the entries
-    other = {"exp(-y)*a + sin(x)**2": FORMULAS["sin(x)**2 + a*exp(-y)"]}
-    out = run(warm_copy, {**FORMULAS, **other})
-    cold = populated[1]["results"]
-    assert {k: out["results"][k] for k in cold} == cold  # the same machine code: bit for bit
-    assert out["info"]["compiles"] == 0
-    assert out["info"]["disk"]["hits"] == N_LOOPS and out["info"]["disk"]["misses"] == 0
-    assert out["info"]["memory"]["hits"] == 2  # the second spelling, from memory this time
-    assert cache_warnings(out) == []
-
-
-RACE = {k: FORMULAS[k] for k in ["sin(x)**2 + a*exp(-y)", "gamma(x) + erf(x)"]}
-
-
-def test_four_processes_compiling_at_once(tmp_path):
-    cache_dir, barrier = tmp_path / "cache", tmp_path / "go"
-    procs = [subprocess.Popen([sys.executable, "-c", DRIVER, _spec(RACE, barrier=str(barrier))],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(cache_dir))
-             for _ in range(4)]
-    barrier.touch()
-    outs = []
-    for p in procs:
-        stdout, stderr = p.communicate(timeout=300)
-        assert p.returncode == 0, stderr
-        outs.append(json.loads(stdout.strip().splitlines()[-1]))
-    for out in outs:
-        check_results(out["results"], RACE)
-        assert cache_warnings(out) == []
-    # the per-key lock: each loop was compiled by exactly one process, the others loaded it
-    assert sum(o["info"]["compiles"] for o in outs) == n_loops(RACE)
-    assert sum(o["info"]["disk"]["hits"] for o in outs) == 3 * n_loops(RACE)
-    entries = sound_entries(cache_dir)
-    assert len(entries) == n_loops(RACE) and all(entries.values())
-    assert not list((cache_dir / f"v{diskcache.FORMAT}").glob("*.tmp"))
+ONE = {k: FORMULAS[k] for k in ["x // y + x % y"]}  # for phases that need one stored loop
+OTHER_SPELLING = {"exp(-y)*a + sin(x)**2": FORMULAS["sin(x)**2 + a*exp(-y)"]}
 
 
 def _corrupt(path: Path, how: str) -> str:
+    """Damage an entry file; returns the words the warning must contain."""
     blob = path.read_bytes()
     header = diskcache._HEADER.size
     damage = {
@@ -223,8 +186,7 @@ def _corrupt(path: Path, how: str) -> str:
     }
     data, reason = damage[how]
     if data is None:  # a sound entry whose payload is not a loop (e.g. from another ufuncgen)
-        cache = DiskCache(path.parent.parent)
-        cache.store(path.stem, diskcache.pack([b"not", b"a", b"loop"]))
+        DiskCache(path.parent.parent).store(path.stem, diskcache.pack([b"not", b"a", b"loop"]))
     else:
         path.write_bytes(data)
     return reason
@@ -236,69 +198,155 @@ DAMAGE = ["truncated", "header cut", "garbage", "empty", "bad magic", "checksum"
 DAMAGE_XPROC = ["truncated", "garbage", "format", "foreign payload"]
 
 
-def test_damaged_entries_are_replaced_with_a_warning(warm_copy):
-    entries = sorted((warm_copy / f"v{diskcache.FORMAT}").glob("*" + diskcache.SUFFIX))
-    damage = {path.name: _corrupt(path, how) for path, how in zip(entries, DAMAGE_XPROC, strict=False)}
-    out = run(warm_copy, FORMULAS)  # results are checked against the references inside run()
+@contextlib.contextmanager
+def read_only_folder(path: Path):
+    """Make ``path`` unwritable: chmod for users, the immutable attribute for root."""
+    if os.geteuid() != 0:
+        os.chmod(path, 0o555)
+        try:
+            yield True
+        finally:
+            os.chmod(path, 0o755)
+        return
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(path)]).returncode != 0:
+        yield False  # root without chattr: no way to make a folder read-only
+        return
+    try:
+        yield True
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
+
+
+@pytest.fixture(scope="module")
+def cold(tmp_path_factory):
+    """One cold process fills a cache: (folder, its output)."""
+    path = tmp_path_factory.mktemp("cold")
+    return path, run(phase("cold", path, FORMULAS))["cold"]
+
+
+@pytest.fixture(scope="module")
+def scenarios(cold, tmp_path_factory):
+    """Copies of the cold cache, prepared and then used by one fresh process, a phase each."""
+    base = tmp_path_factory.mktemp("scenarios")
+
+    def copy(name):
+        shutil.copytree(cold[0], base / name)
+        return base / name
+
+    warm, damaged, version, switches, read_only = (copy(n) for n in
+                                                   ("warm", "damaged", "version", "switches", "read-only"))
+    entries = sorted((damaged / f"v{diskcache.FORMAT}").glob("*" + diskcache.SUFFIX))
+    damage = {p.name: _corrupt(p, how) for p, how in zip(entries, DAMAGE_XPROC, strict=False)}
+    blocker = base / "a-file"
+    blocker.write_text("not a directory")
+    new1 = dict(list(NEW.items())[:1])
+    phases = [
+        phase("warm", warm, {**FORMULAS, **OTHER_SPELLING}),  # first: nothing of these is in this process yet
+        phase("damaged", damaged, FORMULAS),
+        phase("damaged-reload", damaged, FORMULAS),
+        phase("version", version, ONE, version="999.0"),
+        phase("cache=False", switches, new1, options={"cache": False}),
+        phase("env var", switches, {**ONE, **new1}, env={diskcache.ENV_DISABLE: "1"}),
+        phase("uncreatable", blocker / "cache", NEW),
+        phase("read-only", read_only, {**ONE, **NEW}),
+    ]
+    with read_only_folder(read_only / f"v{diskcache.FORMAT}") as made_read_only:
+        out = run(*phases)
+    return {"out": out, "dirs": {"warm": warm, "damaged": damaged, "version": version, "switches": switches},
+            "damage": damage, "read_only": made_read_only}
+
+
+# ---- across processes -----------------------------------------------------------------------------
+def test_cold_process_compiles_and_stores_every_loop(cold):
+    path, out = cold
+    assert out["info"]["compiles"] == N_LOOPS
+    assert out["info"]["disk"]["stores"] == N_LOOPS and out["info"]["disk"]["hits"] == 0
+    assert out["info"]["disk"]["entries"] == N_LOOPS
+    assert cache_warnings(out) == []
+    entries = sound_entries(path)
+    assert len(entries) == N_LOOPS and all(entries.values())
+
+
+def test_second_process_loads_without_compiling(cold, scenarios):
+    out = scenarios["out"]["warm"]
+    assert out["info"]["compiles"] == 0
+    assert out["info"]["disk"]["hits"] == N_LOOPS and out["info"]["disk"]["misses"] == 0
+    assert cache_warnings(out) == []
+    assert {k: out["results"][k] for k in cold[1]["results"]} == cold[1]["results"]  # same code: bit for bit
+
+
+def test_other_spelling_shares_the_entry(scenarios):
+    # same canonical form: the second spelling is served from memory, from the first's entries
+    assert scenarios["out"]["warm"]["info"]["memory"]["hits"] == n_loops(OTHER_SPELLING)
+
+
+RACE = {k: FORMULAS[k] for k in ["sin(x)**2 + a*exp(-y)"]}  # two loops
+
+
+def test_four_processes_compiling_at_once(tmp_path):
+    cache_dir, barrier = tmp_path / "cache", tmp_path / "go"
+    phases = [phase("race", cache_dir, RACE, barrier=str(barrier))]
+    procs = [subprocess.Popen(_command(phases), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_env()) for _ in range(4)]
+    barrier.touch()
+    outs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr
+        outs.append(_outputs(phases, stdout)["race"])
+    assert all(cache_warnings(out) == [] for out in outs)
+    # the per-key lock: each loop was compiled by exactly one process, the others loaded it
+    assert sum(o["info"]["compiles"] for o in outs) == n_loops(RACE)
+    assert sum(o["info"]["disk"]["hits"] for o in outs) == 3 * n_loops(RACE)
+    entries = sound_entries(cache_dir)
+    assert len(entries) == n_loops(RACE) and all(entries.values())
+    assert not list((cache_dir / f"v{diskcache.FORMAT}").glob("*.tmp"))
+
+
+def test_damaged_entries_are_replaced_with_a_warning(scenarios):
+    out, damage = scenarios["out"]["damaged"], scenarios["damage"]
     msgs = cache_warnings(out)
-    assert len(msgs) == len(damage)
+    assert len(msgs) == len(damage) == len(DAMAGE_XPROC)
     for name, reason in damage.items():
         assert any(name in m and reason in m for m in msgs), (name, reason, msgs)
     assert out["info"]["compiles"] == len(damage)
     assert out["info"]["disk"]["replaced"] == len(damage)
     assert out["info"]["disk"]["hits"] == N_LOOPS - len(damage)
-    entries = sound_entries(warm_copy)
+    entries = sound_entries(scenarios["dirs"]["damaged"])
     assert len(entries) == N_LOOPS and all(entries.values())
-    assert run(warm_copy, FORMULAS)["info"]["compiles"] == 0  # the replacements load
+    reload = scenarios["out"]["damaged-reload"]  # the replacements load
+    assert reload["info"]["compiles"] == 0 and cache_warnings(reload) == []
 
 
-def test_version_change_invalidates(warm_copy):
-    out = run(warm_copy, ONE, version="999.0")
+def test_version_change_invalidates(scenarios):
+    out = scenarios["out"]["version"]
     assert out["info"]["compiles"] == 1 and out["info"]["disk"]["hits"] == 0
-    assert len(sound_entries(warm_copy)) == N_LOOPS + 1  # old entries stay; the new one sits beside them
+    # the old entries stay; the new one sits beside them
+    assert len(sound_entries(scenarios["dirs"]["version"])) == N_LOOPS + 1
 
 
-def test_cache_false_and_env_var_skip_the_disk(warm_copy):
-    before = set(sound_entries(warm_copy))
-    new = dict(list(NEW.items())[:1])
-    out = run(warm_copy, new, options={"cache": False})
-    assert out["info"]["compiles"] == 1 and out["info"]["disk"]["stores"] == 0
-    out = run(warm_copy, {**ONE, **new}, env={diskcache.ENV_DISABLE: "1"})
-    assert out["info"]["compiles"] == 2  # the stored one is not loaded
-    assert out["info"]["disk"]["hits"] == 0 and out["info"]["disk"]["stores"] == 0
-    assert out["info"]["disk"]["enabled"] is False
-    assert set(sound_entries(warm_copy)) == before
+def test_cache_false_and_env_var_skip_the_disk(scenarios):
+    off = scenarios["out"]["cache=False"]
+    assert off["info"]["compiles"] == 1 and off["info"]["disk"]["stores"] == 0
+    env = scenarios["out"]["env var"]
+    assert env["info"]["compiles"] == 2  # the stored loop of ONE is not loaded
+    assert env["info"]["disk"]["hits"] == 0 and env["info"]["disk"]["stores"] == 0
+    assert env["info"]["disk"]["enabled"] is False
+    assert len(sound_entries(scenarios["dirs"]["switches"])) == N_LOOPS  # nothing was added
 
 
-def test_uncreatable_directory_falls_back_to_memory_with_one_warning(tmp_path):
-    blocker = tmp_path / "a-file"
-    blocker.write_text("not a directory")
-    out = run(blocker / "cache", NEW)
+def test_uncreatable_directory_falls_back_to_memory_with_one_warning(scenarios):
+    out = scenarios["out"]["uncreatable"]
     msgs = cache_warnings(out)
     assert len(msgs) == 1 and "cannot create" in msgs[0]
     assert out["info"]["compiles"] == n_loops(NEW)
 
 
-@pytest.fixture
-def read_only(warm_copy):
-    """``warm_copy`` made unwritable: chmod for users, the immutable attribute for root."""
-    if os.geteuid() != 0:
-        os.chmod(warm_copy / f"v{diskcache.FORMAT}", 0o555)
-        yield warm_copy
-        os.chmod(warm_copy / f"v{diskcache.FORMAT}", 0o755)
-        return
-    target = warm_copy / f"v{diskcache.FORMAT}"
-    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(target)]).returncode != 0:
-        pytest.skip("running as root without chattr: no way to make a directory read-only")
-    try:
-        yield warm_copy
-    finally:
-        subprocess.run(["chattr", "-i", str(target)], check=True)
-
-
-def test_read_only_directory_serves_hits_and_warns_once(read_only):
-    out = run(read_only, {**ONE, **NEW})
-    assert out["info"]["compiles"] == n_loops(NEW)  # the stored one was loaded
+def test_read_only_directory_serves_hits_and_warns_once(scenarios):
+    if not scenarios["read_only"]:
+        pytest.skip("running as root without chattr: no way to make a folder read-only")
+    out = scenarios["out"]["read-only"]
+    assert out["info"]["compiles"] == n_loops(NEW)  # the stored loop was loaded
     assert out["info"]["disk"]["hits"] == 1
     msgs = cache_warnings(out)
     assert len(msgs) == 1 and "cannot write" in msgs[0]
