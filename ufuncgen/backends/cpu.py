@@ -40,6 +40,7 @@ class CompiledLoop:
     keepalive: tuple
     llvm_ir: str | None = None  # the kernel's optimised IR, on request (tests read it)
     source: object = None       # the KernelSource it was compiled from
+    from_disk: bool = False     # machine code loaded from the disk cache: no LLVM IR to inspect
 
     @property
     def typenums(self) -> list:
