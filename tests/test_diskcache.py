@@ -109,6 +109,9 @@ def phase(p):
                 per_sig.append(np.asarray(f(*inputs(dtype, f.nin))).tolist())
             results[label] = per_sig
             assert "def kernel(" in f.source
+            if p.get("inspect"):  # a loaded loop has no IR of its own: inspect_llvm compiles one
+                irs = f.inspect_llvm()
+                assert len(irs) == len(sigs) and all("define" in ir and "ufuncgen_loop_" in ir for ir in irs.values())
     info = ug.cache_info()
     info["compiles"] -= compiles
     return {"results": results, "info": info, "warnings": [[w.category.__name__, str(w.message)] for w in caught]}
@@ -242,6 +245,7 @@ def scenarios(cold, tmp_path_factory):
     new1 = dict(list(NEW.items())[:1])
     phases = [
         phase("warm", warm, {**FORMULAS, **OTHER_SPELLING}),  # first: nothing of these is in this process yet
+        phase("inspect", version, ONE, inspect=True),
         phase("damaged", damaged, FORMULAS),
         phase("damaged-reload", damaged, FORMULAS),
         phase("version", version, ONE, version="999.0"),
@@ -316,6 +320,12 @@ def test_damaged_entries_are_replaced_with_a_warning(scenarios):
     assert len(entries) == N_LOOPS and all(entries.values())
     reload = scenarios["out"]["damaged-reload"]  # the replacements load
     assert reload["info"]["compiles"] == 0 and cache_warnings(reload) == []
+
+
+def test_inspect_llvm_of_a_loaded_loop_compiles_its_ir(scenarios):
+    out = scenarios["out"]["inspect"]  # the driver checked the IR text
+    assert out["info"]["disk"]["hits"] == 1 and out["info"]["compiles"] == 1
+    assert out["info"]["disk"]["stores"] == 0
 
 
 def test_version_change_invalidates(scenarios):

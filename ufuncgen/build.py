@@ -22,7 +22,7 @@ from .errors import FormulaError
 from .formula import Formula
 from .memcache import LOOPS
 
-__all__ = ["LoopRequest", "compiled_loop", "kernel_source", "output_dtypes", "compile_count"]
+__all__ = ["LoopRequest", "compiled_loop", "kernel_source", "output_dtypes", "compile_count", "loop_llvm_ir"]
 
 
 @dataclass(frozen=True)
@@ -124,3 +124,15 @@ def compiled_loop(req: LoopRequest, backend: str = "cpu"):
         raise FormulaError(f"unknown backend {backend!r}")
     key = req.key(backend)
     return LOOPS.get_or_build(key, lambda: _build_cpu(req, key))
+
+
+def loop_llvm_ir(req: LoopRequest, loop=None) -> str:
+    """The optimised LLVM IR of the loop for ``req`` (kernel inlined).
+
+    A loop loaded from the disk cache holds machine code only, so its IR comes from a fresh
+    compile, which is not cached (inspection is for debugging).
+    """
+    loop = loop if loop is not None else compiled_loop(req)
+    if loop.from_disk:
+        loop = _compile_cpu(req)
+    return loop.keepalive[0].get_llvm_str()

@@ -73,4 +73,5 @@ def loads(data: bytes, in_dtypes: tuple, out_dtypes: tuple) -> CompiledLoop:
         address = library.get_pointer_to_function(name)
     if not address:
         raise ValueError(f"loop function {name} is not defined in the stored object code")
-    return CompiledLoop(address, tuple(map(np.dtype, in_dtypes)), tuple(map(np.dtype, out_dtypes)), (library,))
+    return CompiledLoop(address, tuple(map(np.dtype, in_dtypes)), tuple(map(np.dtype, out_dtypes)), (library,),
+                        from_disk=True)
