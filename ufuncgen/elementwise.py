@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import sympy as sp
 
-from .build import LoopRequest, compiled_loop, kernel_source, output_dtypes
+from .build import LoopRequest, compiled_loop, kernel_source, loop_llvm_ir, output_dtypes
 from .codegen import safe_param_names
 from .dtypes import Signature, dtype_name, input_dtype_for, literal_dtype, parse_signatures
 from .errors import FormulaError
@@ -315,8 +315,8 @@ class UFunc(functools.partial):
 
     def inspect_llvm(self) -> dict:
         """The optimised LLVM IR of each compiled loop (kernel inlined), by signature."""
-        return {str(Signature(e[2].in_dtypes, e[2].out_dtypes)): e[2].keepalive[0].get_llvm_str()
-                for e in self._entries.values()}
+        return {str(Signature(e[2].in_dtypes, e[2].out_dtypes)):
+                loop_llvm_ir(self._request(e[2].in_dtypes, e[2].out_dtypes), e[2]) for e in self._entries.values()}
 
     def diff(self, name: str, n: int = 1) -> "UFunc":
         """The derivative with respect to argument ``name``, compiled the same way.
