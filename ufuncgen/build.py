@@ -1,22 +1,28 @@
-"""From a checked formula and dtypes to a compiled loop, through the compile cache.
+"""From a checked formula and dtypes to a compiled loop, through the compile caches.
 
 This is the seam between the front end (parse, types, codegen) and the backends: everything a
 target needs is a ``LoopRequest``; ``compiled_loop`` returns the same object for the same
-request, compiling at most once per process.
+request, compiling at most once per process (memory cache) and, with the disk cache, at most once
+per machine: the disk key (``cachekey.loop_key``) is computed before code generation and before any
+Numba work, and a disk hit loads the stored machine code (and the kernel source, for
+``UFunc.source``) instead of generating and compiling.
 """
 from __future__ import annotations
 
+import hashlib
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import diskcache
 from .codegen import KernelSource, generate_kernel, load_kernel
 from .dtypes import infer_output_dtypes
 from .errors import FormulaError
 from .formula import Formula
 from .memcache import LOOPS
 
-__all__ = ["LoopRequest", "compiled_loop", "kernel_source", "output_dtypes"]
+__all__ = ["LoopRequest", "compiled_loop", "kernel_source", "output_dtypes", "compile_count", "loop_llvm_ir"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +32,7 @@ class LoopRequest:
     out_dtypes: tuple
     fastmath: bool = False
     cse: bool = True
+    cache: bool = True  # may use the disk cache (not part of the key: the loop is the same)
 
     def key(self, backend: str) -> tuple:
         return (self.formula.canonical(), tuple(d.str for d in self.in_dtypes),
@@ -45,10 +52,29 @@ def kernel_source(req: LoopRequest) -> KernelSource:
     return generate_kernel(req.formula, req.in_dtypes, req.out_dtypes, cse=req.cse)
 
 
-def _build_cpu(req: LoopRequest):
+class _Counter:
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.value = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self.value += 1
+
+
+_COMPILES = _Counter()
+
+
+def compile_count() -> int:
+    """Loops really compiled by Numba in this process (a disk-cache load is not one)."""
+    return _COMPILES.value
+
+
+def _compile_cpu(req: LoopRequest):
     from .backends import cpu
     src = kernel_source(req)
     pyfunc = load_kernel(src)
+    _COMPILES.add()
     try:
         cres = cpu.compile_kernel(pyfunc, req.in_dtypes, req.out_dtypes, fastmath=req.fastmath)
     except Exception as err:  # Numba's typing errors are long; say what failed and keep the cause
@@ -57,14 +83,56 @@ def _build_cpu(req: LoopRequest):
                             f"({', '.join(d.name for d in req.in_dtypes)}): "
                             f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
         raise
-    loop = cpu.build_loop(cres, req.in_dtypes, req.out_dtypes, src.digest)
+    # the symbol names everything that changes the machine code (the digest covers source and dtypes),
+    # so two loops in one JIT never share a name, however they got there (compiled or loaded)
+    name = src.digest + ("_fastmath" if req.fastmath else "")
+    loop = cpu.build_loop(cres, req.in_dtypes, req.out_dtypes, name)
     loop.source = src
     loop.keepalive += (pyfunc,)  # keeps the kernel's linecache entry while the loop lives
     return loop
 
 
+def _encode_cpu(loop) -> bytes:
+    """Disk payload: the kernel source (for ``UFunc.source``) and the loop's machine code."""
+    from .backends import cpustore
+    return diskcache.pack([loop.source.text.encode(), cpustore.dumps(loop)])
+
+
+def _decode_cpu(data: bytes, req: LoopRequest):
+    from .backends import cpustore
+    fields = diskcache.unpack(data)
+    if len(fields) != 2:
+        raise ValueError(f"expected 2 fields, found {len(fields)}")
+    loop = cpustore.loads(fields[1], req.in_dtypes, req.out_dtypes)
+    text = bytes(fields[0]).decode()
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]  # as generate_kernel names it
+    loop.source = KernelSource(text, f"<ufuncgen kernel {digest}>", digest, loop.in_dtypes, loop.out_dtypes)
+    return loop
+
+
+def _build_cpu(req: LoopRequest, memory_key: tuple):
+    if not req.cache or diskcache.disabled_by_env():
+        return _compile_cpu(req)
+    from .cachekey import loop_key
+    return diskcache.cached(loop_key(req, memory_key), lambda: _compile_cpu(req), _encode_cpu,
+                            lambda data: _decode_cpu(data, req))
+
+
 def compiled_loop(req: LoopRequest, backend: str = "cpu"):
-    """The compiled loop for ``req`` (cached in memory; one compile per key per process)."""
+    """The compiled loop for ``req`` (memory, then disk; one compile per key per process)."""
     if backend != "cpu":
         raise FormulaError(f"unknown backend {backend!r}")
-    return LOOPS.get_or_build(req.key(backend), lambda: _build_cpu(req))
+    key = req.key(backend)
+    return LOOPS.get_or_build(key, lambda: _build_cpu(req, key))
+
+
+def loop_llvm_ir(req: LoopRequest, loop=None) -> str:
+    """The optimised LLVM IR of the loop for ``req`` (kernel inlined).
+
+    A loop loaded from the disk cache holds machine code only, so its IR comes from a fresh
+    compile, which is not cached (inspection is for debugging).
+    """
+    loop = loop if loop is not None else compiled_loop(req)
+    if loop.from_disk:
+        loop = _compile_cpu(req)
+    return loop.keepalive[0].get_llvm_str()

@@ -16,7 +16,7 @@ import numpy as np
 import sympy as sp
 from sympy.codegen import cfunctions as cf
 
-from .build import LoopRequest, compiled_loop, kernel_source, output_dtypes
+from .build import LoopRequest, compiled_loop, kernel_source, loop_llvm_ir, output_dtypes
 from .codegen import safe_param_names
 from .dtypes import Signature, dtype_name, host_loop_dtype, input_dtype_for, literal_dtype, parse_signatures
 from .errors import FormulaError
@@ -316,8 +316,8 @@ class UFunc(functools.partial):
 
     def inspect_llvm(self) -> dict:
         """The optimised LLVM IR of each compiled loop (kernel inlined), by signature."""
-        return {str(Signature(e[2].in_dtypes, e[2].out_dtypes)): e[2].keepalive[0].get_llvm_str()
-                for e in self._entries.values()}
+        return {str(Signature(e[2].in_dtypes, e[2].out_dtypes)):
+                loop_llvm_ir(self._request(e[2].in_dtypes, e[2].out_dtypes), e[2]) for e in self._entries.values()}
 
     def diff(self, name: str, n: int = 1) -> "UFunc":
         """The derivative with respect to argument ``name``, compiled the same way.
@@ -377,7 +377,8 @@ def _doc(formula: Formula) -> str:
 def _request(formula: Formula, options: dict, in_dtypes: tuple, out_dtypes: tuple | None) -> LoopRequest:
     in_dtypes = tuple(np.dtype(d) for d in in_dtypes)
     outs = tuple(np.dtype(d) for d in out_dtypes) if out_dtypes else output_dtypes(formula, in_dtypes)
-    return LoopRequest(formula, in_dtypes, outs, bool(options["fastmath"]), bool(options["cse"]))
+    return LoopRequest(formula, in_dtypes, outs, bool(options["fastmath"]), bool(options["cse"]),
+                       bool(options["cache"]))
 
 
 def _rebuild(exprs, args, signatures, target, name, options):

@@ -40,6 +40,7 @@ class CompiledLoop:
     keepalive: tuple
     llvm_ir: str | None = None  # the kernel's optimised IR, on request (tests read it)
     source: object = None       # the KernelSource it was compiled from
+    from_disk: bool = False     # machine code loaded from the disk cache: no LLVM IR to inspect
 
     @property
     def typenums(self) -> list:
@@ -124,6 +125,7 @@ def build_loop(cres, in_dtypes: tuple, out_dtypes: tuple, name: str, want_ir: bo
 
     with global_compiler_lock:
         library = ctx.codegen().create_library(f"ufuncgen_loop_{name}")
+        library.enable_object_caching()  # keep the machine code, so the disk cache can store it
         module = library.create_ir_module(f"ufuncgen_loop_{name}")
         kfnty = ctx.call_conv.get_function_type(restype, argtypes)
         kfunc = ir.Function(module, kfnty, name=cres.fndesc.llvm_func_name)
