@@ -51,12 +51,23 @@ class Formula:
         return self.exprs if self.multi else self.exprs[0]
 
     def canonical(self) -> str:
-        """Text that two spellings of the same formula share (the first part of cache keys)."""
-        return "|".join(sp.srepr(e) for e in self.exprs) + "@" + ",".join(self.args)
+        """Text that two spellings of the same formula share (the first part of cache keys).
+
+        Memoised, like ``str()``: SymPy's printers cost milliseconds, which a warm disk-cache
+        load would otherwise pay several times per ufunc."""
+        text = self.__dict__.get("_canonical")
+        if text is None:
+            text = "|".join(sp.srepr(e) for e in self.exprs) + "@" + ",".join(self.args)
+            object.__setattr__(self, "_canonical", text)
+        return text
 
     def __str__(self) -> str:
-        body = ", ".join(str(e) for e in self.exprs)
-        return f"[{body}]" if self.multi else body
+        text = self.__dict__.get("_str")
+        if text is None:
+            body = ", ".join(str(e) for e in self.exprs)
+            text = f"[{body}]" if self.multi else body
+            object.__setattr__(self, "_str", text)
+        return text
 
 
 def check_sympy(expr, formula_text: str | None = None, extra: tuple = ()) -> None:
