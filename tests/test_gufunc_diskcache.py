@@ -282,7 +282,7 @@ def _key(formula, layout, dtypes=("float64", "float64"), **kw):
     return guloop_key(req, req.key())
 
 
-def test_key_holds_the_layout_dtypes_and_options():
+def test_key_holds_the_layout_dtypes_and_options(monkeypatch):
     cross = "a[i+1]*b[i+2] - a[i+2]*b[i+1]"
     base = _key(cross, "(3),(3)->(3)")
     assert base == _key(cross, "(3),(3)->(3)")
@@ -290,3 +290,35 @@ def test_key_holds_the_layout_dtypes_and_options():
                 _key(cross, "(3),(3)->(3)", fastmath=True), _key(cross, "(3),(3)->(3)", args=["b", "a"])}) == 5
     # the cache switch is not part of the key: the loop is the same
     assert _key(cross, "(3),(3)->(3)", cache=False) == base
+    from numba.core import config
+    monkeypatch.setattr(config, "BOUNDSCHECK", True)  # bounds-checked kernels are other machine code
+    assert _key(cross, "(3),(3)->(3)") != base
+
+
+# ---- in process: what the loop needs from the compiling process -----------------------------------
+@pytest.mark.parametrize("label", sorted(FORMULAS))
+def test_kernel_never_returns_an_error_status_and_the_loop_uses_no_python(label):
+    """The loop ignores the kernel's status (backends/gucpu.py): pin that the kernels cannot raise,
+    and that the stored loop calls nothing of Python's or of Numba's environment."""
+    import re
+
+    from numba.core import config
+
+    import ufuncgen as ug
+    from ufuncgen import gubuild
+    if config.BOUNDSCHECK:
+        pytest.skip("NUMBA_BOUNDSCHECK=1 adds IndexError paths (never taken: subscripts are in bounds)")
+    formula, layout, sigs = FORMULAS[label][:3]
+    g = ug.gufunc(formula, layout)
+    for sig in sigs:
+        dtype = sig[sig.rindex("(") + 1:].split(",")[0].strip(" )")
+        loop = gubuild._compile(g._request((np.dtype(dtype),) * g.nin, None))  # fresh: with its IR
+        library, _kernel_library, cres = loop.keepalive[:3]
+        kernel_ir = cres.library.get_llvm_str()
+        name = re.escape(cres.fndesc.llvm_func_name)
+        fn = re.search(rf'^define [^\n]*@"?{name}"?\(.*?^}}$', kernel_ir, re.S | re.M).group(0)
+        assert set(re.findall(r"ret i32 (\S+)", fn)) == {"0"}, (label, sig)
+        loop_ir = library.get_llvm_str()
+        assert not re.search(r"@\"?(Py|_Py|numba_unpickle|NRT_)", loop_ir), (label, sig)
+        env = [line for line in loop_ir.splitlines() if "NumbaEnv" in line and not line.startswith("@")]
+        assert env == [], (label, sig)  # the environment global is defined (zero-filled), never read

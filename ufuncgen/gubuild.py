@@ -54,11 +54,15 @@ def gukernel_source(req: GuLoopRequest) -> KernelSource:
 
 def guloop_key(req: GuLoopRequest, memory_key: tuple) -> str:
     """Disk key of one gufunc loop: the memory key (canonical formula, layout, output indices, dtypes,
-    options) with the index dimensions, the CPU, the versions and ufuncgen's code fingerprint."""
+    options) with the index dimensions, Numba's bounds-check switch (array kernels, unlike scalar
+    ones, change with it), the CPU, the versions and ufuncgen's code fingerprint."""
+    from numba.core import config
+
     from .cachekey import KEY_FORMAT, code_fingerprint, cpu_device, digest, versions
     f = req.formula
     return digest("ufuncgen-guloop", KEY_FORMAT, memory_key, ("layout", str(f.layout)), ("dims", f.dims),
-                  ("multi", bool(f.multi)), cpu_device(), versions(), code_fingerprint())
+                  ("multi", bool(f.multi)), ("boundscheck", config.BOUNDSCHECK), cpu_device(), versions(),
+                  code_fingerprint())
 
 
 def _compile(req: GuLoopRequest):
