@@ -265,7 +265,7 @@ class _Lowering:
             return self._split_mul(e, chain)
         if len(chain) > 1 and isinstance(e, sp.Add):
             return self._split_add(e, chain)
-        return e.func(*[self.lower(a, chain) for a in e.args])
+        return _remake(e, [self.lower(a, chain) for a in e.args])
 
     def _split_add(self, e, chain):
         inner = len(chain) - 1
@@ -448,6 +448,21 @@ def _names(prefix, lowering):
             yield sp.Symbol(name)
 
 
+def _remake(e, args):
+    """``e`` over new arguments, rebuilt unevaluated (as ``codegen.rebuild``); ``e`` itself if none changed.
+
+    Rebuilding with evaluation would let SymPy apply identities that change values at singular
+    points (``sin(atan2(x, x))`` becomes ``x/sqrt(2*x**2)``, nan at 0).
+    """
+    args = tuple(args)
+    if args == e.args:
+        return e
+    try:
+        return e.func(*args, evaluate=False)
+    except TypeError:
+        return e.func(*args)
+
+
 def _is_leaf(e) -> bool:
     """An array element, or index arithmetic (``i + 1``, ``KroneckerDelta(i, k)``, ``i < k``)."""
     if isinstance(e, sp.Indexed):
@@ -481,8 +496,7 @@ def _replace_free(e, old, index: Idx, new):
         return new
     if not e.args or (isinstance(e, Reduction) and e.index == index):
         return e
-    args = [_replace_free(a, old, index, new) for a in e.args]
-    return e.func(*args) if args != list(e.args) else e
+    return _remake(e, [_replace_free(a, old, index, new) for a in e.args])
 
 
 def _hoistable(e) -> bool:
