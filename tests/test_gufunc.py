@@ -167,6 +167,15 @@ def test_golden_dot_source_float32():
         "    _out0[0] = _t0\n")
 
 
+def test_codegen_keeps_the_tree_unevaluated():
+    # rebuilt with evaluation, SymPy turns sin(atan2(x, x)) into x/sqrt(2*x**2): nan at 0
+    x = np.array([0.0, 1.0, -2.0, np.inf])
+    g = ug.gufunc("sin(atan2(x[i], x[i])) * cos(atan2(x[i], x[i]))")
+    np.testing.assert_array_equal(g(x), np.sin(np.arctan2(x, x)) * np.cos(np.arctan2(x, x)))
+    s = ug.gufunc("sum(sin(atan2(x[i], x[i])), i)")  # inside a reduction too
+    np.testing.assert_allclose(s(x[:3]), np.sin(np.arctan2(x[:3], x[:3])).sum(), rtol=0, atol=1e-15)
+
+
 # ---- several outputs, integers, edge values --------------------------------------------------------
 def test_several_outputs(target):
     g = ug.gufunc(["sum(x[i], i)", "x[i] - sum(x[j], j) / sum(1, j)"], target=target)

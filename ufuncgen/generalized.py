@@ -109,7 +109,7 @@ class GUFunc:
         in_dtypes = tuple(np.dtype(d) for d in in_dtypes)
         outs = tuple(np.dtype(d) for d in out_dtypes) if out_dtypes else self.output_dtypes(in_dtypes)
         return GuLoopRequest(self._formula, in_dtypes, outs, bool(self._options["fastmath"]),
-                             bool(self._options["cse"]))
+                             bool(self._options["cse"]), bool(self._options["cache"]))
 
     def kernel_source(self, in_dtypes: tuple, out_dtypes: tuple | None = None):
         """The generated kernel (a ``KernelSource``) for these dtypes; the cuda backend compiles it too."""

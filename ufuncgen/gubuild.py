@@ -1,10 +1,16 @@
 """Build gufunc loops: generated kernel source -> Numba -> a real NumPy gufunc; the parallel target.
 
 The kernel is compiled with the core compiler's flags (``error_model='numpy'``: a division by zero
-gives inf/nan as in NumPy, never an exception; no NRT), then wrapped in Numba's own gufunc inner
-loop and handed to NumPy as a ``numpy.ufunc`` with a core signature, so NumPy's broadcasting over
-loop dimensions, ``out=``, ``axes=`` and casting apply unchanged.  Fixed sizes such as ``(3)`` are
-kept in the NumPy signature (Numba's layout parser would refuse them), so NumPy checks them.
+gives inf/nan as in NumPy, never an exception; no NRT), then wrapped in our own gufunc inner loop,
+written in LLVM IR (``backends/gucpu.py``), and handed to NumPy as a ``numpy.ufunc`` with a core
+signature, so NumPy's broadcasting over loop dimensions, ``out=``, ``axes=`` and casting apply
+unchanged.  Fixed sizes such as ``(3)`` are kept in the NumPy signature, so NumPy checks them.
+
+Compiled loops go through the same caches as elementwise loops: memory (``memcache.LOOPS``), then
+the disk cache, keyed by ``guloop_key`` (canonical formula with its layout and output indices,
+dtypes, options, CPU, versions) before any code generation.  A disk hit loads the loop's machine
+code (``backends/cpustore.py``, unchanged: the loop needs no Numba environment) and the kernel
+source, and compiles nothing.  ``cache=False`` or ``UFUNCGEN_DISABLE_CACHE=1`` skip the disk.
 
 The parallel target splits the loop dimensions over the same thread pool as the ufunc parallel
 target (NumPy releases the GIL around our loops), rather than Numba's ``target='parallel'``, whose
@@ -12,16 +18,19 @@ default OpenMP layer schedules one core element per task.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from . import diskcache
+from .build import _COMPILES
 from .codegen import KernelSource, load_kernel
 from .gucodegen import generate_gukernel
 from .indexing import IndexedFormula, Layout
 from .memcache import LOOPS
 
-__all__ = ["GuLoopRequest", "GuLoop", "compiled_guloop", "gukernel_source", "make_numpy_gufunc",
+__all__ = ["GuLoopRequest", "compiled_guloop", "gukernel_source", "guloop_key", "make_numpy_gufunc",
            "parallel_gufunc_call"]
 
 
@@ -32,79 +41,82 @@ class GuLoopRequest:
     out_dtypes: tuple
     fastmath: bool = False
     cse: bool = True
+    cache: bool = True  # may use the disk cache (not part of the key: the loop is the same)
 
     def key(self) -> tuple:
         return ("gufunc", self.formula.canonical(), tuple(d.str for d in self.in_dtypes),
                 tuple(d.str for d in self.out_dtypes), self.fastmath, self.cse)
 
 
-@dataclass
-class GuLoop:
-    """One compiled gufunc inner loop and what keeps it alive."""
-
-    address: int
-    in_dtypes: tuple
-    out_dtypes: tuple
-    keepalive: tuple
-    source: KernelSource
-
-    @property
-    def typenums(self) -> list:
-        return [np.dtype(d).num for d in self.in_dtypes + self.out_dtypes]
-
-
 def gukernel_source(req: GuLoopRequest) -> KernelSource:
     return generate_gukernel(req.formula, req.in_dtypes, req.out_dtypes, cse=req.cse)
 
 
-def _numba_dims(layout: Layout):
-    """Numba's wrapper wants names: a fixed size 3 becomes the name ``_3``."""
-    def names(groups):
-        return [tuple(d if isinstance(d, str) else f"_{d}" for d in g) for g in groups]
-    return names(layout.inputs), names(layout.outputs)
+def guloop_key(req: GuLoopRequest, memory_key: tuple) -> str:
+    """Disk key of one gufunc loop: the memory key (canonical formula, layout, output indices, dtypes,
+    options) with the index dimensions, Numba's bounds-check switch (array kernels, unlike scalar
+    ones, change with it), the CPU, the versions and ufuncgen's code fingerprint."""
+    from numba.core import config
+
+    from .cachekey import KEY_FORMAT, code_fingerprint, cpu_device, digest, versions
+    f = req.formula
+    return digest("ufuncgen-guloop", KEY_FORMAT, memory_key, ("layout", str(f.layout)), ("dims", f.dims),
+                  ("multi", bool(f.multi)), ("boundscheck", config.BOUNDSCHECK), cpu_device(), versions(),
+                  code_fingerprint())
 
 
-def _build(req: GuLoopRequest) -> GuLoop:
-    from numba.core import compiler, types
-    from numba.core.compiler_lock import global_compiler_lock
-    from numba.core.registry import cpu_target
-    from numba.np import numpy_support
-    from numba.np.ufunc.wrappers import build_gufunc_wrapper
-
-    from .backends.cpu import _flags
+def _compile(req: GuLoopRequest):
+    from .backends import gucpu
 
     src = gukernel_source(req)
     pyfunc = load_kernel(src)
-    lay = req.formula.layout
-    argtys = []
-    for dt, dims in zip(req.in_dtypes, lay.inputs, strict=True):
-        ty = numpy_support.from_dtype(dt)
-        argtys.append(types.Array(ty, len(dims), "A") if dims else ty)
-    for dt, dims in zip(req.out_dtypes, lay.outputs, strict=True):
-        argtys.append(types.Array(numpy_support.from_dtype(dt), max(1, len(dims)), "A"))
-    sin, sout = _numba_dims(lay)
-    with global_compiler_lock:
-        typingctx = cpu_target.typing_context
-        targetctx = cpu_target.target_context
-        typingctx.refresh()
-        targetctx.refresh()
-        try:
-            cres = compiler.compile_extra(typingctx, targetctx, pyfunc, tuple(argtys), types.void,
-                                          _flags(req.fastmath), {})
-        except Exception as err:  # Numba's typing errors are long: say what failed, keep the cause
-            if type(err).__name__ in ("TypingError", "UnsupportedError", "LoweringError", "NumbaError"):
-                first = str(err).splitlines()[0] if str(err) else type(err).__name__
-                raise TypeError(f"the gufunc cannot be compiled for inputs "
-                                f"({', '.join(d.name for d in req.in_dtypes)}): {first}") from err
-            raise
-        info = build_gufunc_wrapper(pyfunc, cres, sin, sout, cache=False, is_parfors=False)
-        address = info.library.get_pointer_to_function(info.name)
-    return GuLoop(address, req.in_dtypes, req.out_dtypes, (info.library, info.env, cres.library, cres), src)
+    _COMPILES.add()
+    try:
+        cres = gucpu.compile_gukernel(pyfunc, req.formula.layout, req.in_dtypes, req.out_dtypes, req.fastmath)
+    except Exception as err:  # Numba's typing errors are long: say what failed, keep the cause
+        if type(err).__name__ in ("TypingError", "UnsupportedError", "LoweringError", "NumbaError"):
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise TypeError(f"the gufunc cannot be compiled for inputs "
+                            f"({', '.join(d.name for d in req.in_dtypes)}): {first}") from err
+        raise
+    # named by content (the source holds the layout and the signature), so loops loaded from disk
+    # into one JIT never share a symbol
+    name = "gu_" + src.digest + ("_fastmath" if req.fastmath else "")
+    loop = gucpu.build_guloop(cres, req.formula.layout, req.in_dtypes, req.out_dtypes, name)
+    loop.source = src
+    loop.keepalive += (pyfunc,)  # keeps the kernel's linecache entry while the loop lives
+    return loop
 
 
-def compiled_guloop(req: GuLoopRequest) -> GuLoop:
-    """The compiled loop for ``req`` (cached in memory; one compile per key per process)."""
-    return LOOPS.get_or_build(req.key(), lambda: _build(req))
+def _encode(loop) -> bytes:
+    """Disk payload: the kernel source (for ``GUFunc.source``) and the loop's machine code."""
+    from .backends import cpustore
+    return diskcache.pack([loop.source.text.encode(), cpustore.dumps(loop)])
+
+
+def _decode(data: bytes, req: GuLoopRequest):
+    from .backends import cpustore
+    fields = diskcache.unpack(data)
+    if len(fields) != 2:
+        raise ValueError(f"expected 2 fields, found {len(fields)}")
+    loop = cpustore.loads(fields[1], req.in_dtypes, req.out_dtypes)
+    text = bytes(fields[0]).decode()
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]  # as generate_gukernel names it
+    loop.source = KernelSource(text, f"<ufuncgen gukernel {digest}>", digest, loop.in_dtypes, loop.out_dtypes)
+    return loop
+
+
+def _build(req: GuLoopRequest, memory_key: tuple):
+    if not req.cache or diskcache.disabled_by_env():
+        return _compile(req)
+    return diskcache.cached(guloop_key(req, memory_key), lambda: _compile(req), _encode,
+                            lambda data: _decode(data, req))
+
+
+def compiled_guloop(req: GuLoopRequest):
+    """The compiled loop for ``req`` (memory, then disk; one compile per key per process)."""
+    key = req.key()
+    return LOOPS.get_or_build(key, lambda: _build(req, key))
 
 
 def make_numpy_gufunc(name: str, doc: str, loops: list, nin: int, nout: int, layout: Layout) -> np.ufunc:

@@ -21,7 +21,7 @@ import hashlib
 import numpy as np
 import sympy as sp
 
-from .codegen import KernelPrinter, KernelSource, _safe, safe_param_names
+from .codegen import KernelPrinter, KernelSource, _safe, common_subexpressions, rebuild, safe_param_names
 from .dtypes import _Infer, dtype_name, literal_dtype
 from .indexing import Idx, IndexedFormula, ReduceSum, Reduction, free_indices, split_subscript, substitute_index
 from .parse import is_condition
@@ -265,7 +265,7 @@ class _Lowering:
             return self._split_mul(e, chain)
         if len(chain) > 1 and isinstance(e, sp.Add):
             return self._split_add(e, chain)
-        return e.func(*[self.lower(a, chain) for a in e.args])
+        return _remake(e, [self.lower(a, chain) for a in e.args])
 
     def _split_add(self, e, chain):
         inner = len(chain) - 1
@@ -420,7 +420,18 @@ class _Lowering:
         return e
 
     def _cse(self, vals, chain):
-        repl, reduced = sp.cse(vals, symbols=_names("_s", self), order="none")
+        """Temporaries for repeated subexpressions (``codegen.common_subexpressions``: the trees are
+        rebuilt unevaluated, where SymPy's ``cse`` would apply identities that change values at
+        singular points).  Array elements and index arithmetic stay in place: they are printed as
+        subscripts and integer comparisons, never as temporaries."""
+        leaves: dict = {}
+        for v in vals:
+            _collect_leaves(v, leaves)
+        names = _names("_s", self)
+        repl, reduced = common_subexpressions([rebuild(v, leaves) for v in vals], lambda: next(names))
+        back = {d: node for node, d in leaves.items()}
+        repl = [(sym, rebuild(val, back)) for sym, val in repl]
+        reduced = [rebuild(v, back) for v in reduced]
         for sym, val in repl:
             self.typer.sym[sym] = self.typer(val)
             self.names[sym] = sym.name
@@ -435,6 +446,39 @@ def _names(prefix, lowering):
         k += 1
         if name not in lowering.taken:
             yield sp.Symbol(name)
+
+
+def _remake(e, args):
+    """``e`` over new arguments, rebuilt unevaluated (as ``codegen.rebuild``); ``e`` itself if none changed.
+
+    Rebuilding with evaluation would let SymPy apply identities that change values at singular
+    points (``sin(atan2(x, x))`` becomes ``x/sqrt(2*x**2)``, nan at 0).
+    """
+    args = tuple(args)
+    if args == e.args:
+        return e
+    try:
+        return e.func(*args, evaluate=False)
+    except TypeError:
+        return e.func(*args)
+
+
+def _is_leaf(e) -> bool:
+    """An array element, or index arithmetic (``i + 1``, ``KroneckerDelta(i, k)``, ``i < k``)."""
+    if isinstance(e, sp.Indexed):
+        return True
+    free = e.free_symbols if not e.is_Atom else ()
+    return bool(free) and all(isinstance(s, Idx) for s in free)
+
+
+def _collect_leaves(e, leaves: dict) -> None:
+    """The outermost leaves of ``e`` (see ``_is_leaf``), each mapped to a placeholder symbol."""
+    if _is_leaf(e):
+        if e not in leaves:
+            leaves[e] = sp.Dummy(f"leaf{len(leaves)}")
+        return
+    for a in e.args:
+        _collect_leaves(a, leaves)
 
 
 def _top_reductions(e):
@@ -452,8 +496,7 @@ def _replace_free(e, old, index: Idx, new):
         return new
     if not e.args or (isinstance(e, Reduction) and e.index == index):
         return e
-    args = [_replace_free(a, old, index, new) for a in e.args]
-    return e.func(*args) if args != list(e.args) else e
+    return _remake(e, [_replace_free(a, old, index, new) for a in e.args])
 
 
 def _hoistable(e) -> bool:
