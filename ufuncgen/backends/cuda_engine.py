@@ -121,11 +121,7 @@ class DriverEngine:
         except ImportError:
             from numba.core import types
             from numba.np import numpy_support
-        out = []
-        for p in spec.params():
-            t = numpy_support.from_dtype(p.dtype)
-            out.append(types.CPointer(t) if p.kind == "ptr" else t)
-        return tuple(out)
+        return spec.arg_types(types, numpy_support.from_dtype)
 
     def build(self, src: KernelSource, spec: LaunchSpec, fastmath: bool, block: int) -> DriverKernel:
         pyfunc = load_kernel(src)
@@ -222,7 +218,7 @@ class SimKernel:
         self.artifact = None
 
     def launcher(self) -> Launcher:
-        slots = [_Slot() for _ in self.spec.params()]
+        slots = [_Slot() for _ in self.spec.py_params()]
         kernel = self.kernel
 
         def launch(grid: int, block: int, stream: int):
