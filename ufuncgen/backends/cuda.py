@@ -375,10 +375,10 @@ def compiled_kernel(engine, key: tuple, make_source, spec, fastmath: bool, block
         return kernel
 
     def build_cached():
-        if engine.simulator or not cache:  # the simulator's kernels are Python: nothing to keep on disk
+        if engine.simulator:  # the simulator's kernels are Python functions: nothing to keep on disk
             return build()
         from . import cudastore
-        return cudastore.cached(engine, key, spec, build)
+        return cudastore.cached(engine, key, spec, build, use=cache)
 
     return KERNELS.get_or_build(key, build_cached)
 
