@@ -11,7 +11,8 @@ expressions and Numba's CUDA guvectorize.
     python benchmarks/gpu.py [--n 100000000] [--sweep] [--json out.json]
 
 Needs a CUDA GPU, numba-cuda and CuPy.  ``--sweep`` also times launch configurations
-(``ufuncgen.backends.cuda.TUNING``: unroll, block, blocks per SM) for the two formulas.
+(``ufuncgen.backends.cuda.TUNING``: unroll, block, blocks per SM) for the two formulas;
+``--gu-sweep`` the gufunc block size and blocks per SM for norm and softmax.
 """
 from __future__ import annotations
 
@@ -38,6 +39,8 @@ def parse():
     p.add_argument("--gu-rows", type=float, default=1e6)
     p.add_argument("--gu-n", type=int, default=64)
     p.add_argument("--sweep", action="store_true")
+    p.add_argument("--gu-sweep", action="store_true", help="time gufunc launch configurations (gu_block, "
+                   "gu_blocks_per_sm) for norm and softmax")
     p.add_argument("--profile", default=None, help="write a cProfile of the 1000-element calls to this file")
     p.add_argument("--json", default=None)
     return p.parse_args()
@@ -180,6 +183,8 @@ def main():
     # ---- gufuncs: norm and softmax over rows ---------------------------------------------------
     try:
         gufuncs(args, cp, ug, cuda, timer, row, copy_bw)
+        if args.gu_sweep:
+            gu_sweep(args, cp, ug, ugcuda, timer, row, copy_bw)
     except Exception:  # noqa: BLE001 - the other sections still run
         import traceback
         traceback.print_exc()
@@ -351,6 +356,49 @@ def gufuncs(args, cp, ug, cuda, timer, row, copy_bw):
             os_ = nos = None
         xs = nxs = None  # free the memory
         cp.get_default_memory_pool().free_all_blocks()
+    # the time of one call on a small batch (1000 rows of 16)
+    xsm = cp.random.normal(size=(1000, 16)).astype(cp.float32)
+    osm = cp.empty(1000, cp.float32)
+    nxsm, nosm = cuda.as_cuda_array(xsm), cuda.as_cuda_array(osm)
+    calls = {"ufuncgen cuda gufunc, cupy in/out": lambda: ug_norm(xsm),
+             "ufuncgen cuda gufunc, cupy out=": lambda: ug_norm(xsm, out=osm),
+             "numba guvectorize out=": lambda: nv_norm(nxsm, out=nosm),
+             "cupy.linalg.norm": lambda: cp.linalg.norm(xsm, axis=-1)}
+    for impl, fn in calls.items():
+        k = args.calls if not impl.startswith("numba") else max(200, args.calls // 50)
+        row("norm float32 1000x16", impl, us=wall_per_call(fn, k, cp))
+
+
+def gu_sweep(args, cp, ug, ugcuda, timer, row, copy_bw):
+    """One thread per row: how block size and resident blocks per SM (L1 reuse of a row) change the time."""
+    base = dict(ugcuda.TUNING)
+    rows, n = int(args.gu_rows), args.gu_n
+    formulas = {"norm": ("sqrt(sum(x[i]**2, i))", (rows,)),
+                "softmax": ("exp(x[i] - max(x[j], j)) / sum(exp(x[k] - max(x[j], j)), k)", (rows, n))}
+    sets = 2
+    best = {}
+    for dtype in ("float32", "float64"):
+        dt = np.dtype(dtype)
+        xs = [cp.random.normal(size=(rows, n)).astype(dt) for _ in range(sets)]
+        for name, (formula, out_shape) in formulas.items():
+            os_ = [cp.empty(out_shape, dt) for _ in range(sets)]
+            moved = (rows * n + int(np.prod(out_shape))) * dt.itemsize
+            for block in (64, 128, 256, 512):
+                for bps in (1, 2, 4, 8, 0):
+                    ugcuda.TUNING.update(gu_block=block, gu_blocks_per_sm=bps)
+                    g = ug.gufunc(formula, target="cuda")
+                    t = timer(lambda i: g(xs[i], out=os_[i]), args.reps, sets)
+                    bw = moved / t / 1e6
+                    row(f"gu-sweep {name} {dtype}", f"block={block} bps={bps}", t, bw, bw / copy_bw)
+                    if t < best.get((name, dtype), (np.inf,))[0]:
+                        best[(name, dtype)] = (t, block, bps)
+            os_ = None
+        xs = None  # free the memory
+        cp.get_default_memory_pool().free_all_blocks()
+    ugcuda.TUNING.clear()
+    ugcuda.TUNING.update(base)
+    for (name, dtype), (t, block, bps) in best.items():
+        print(f"# gu-sweep best {name} {dtype}: block={block} bps={bps} {t:.4f} ms", flush=True)
 
 
 def sweep(args, cp, ug, ugcuda, timer, row, copy_bw, n):

@@ -41,8 +41,10 @@ __all__ = ["make_dispatcher", "make_gufunc_dispatcher", "CudaDispatcher", "TUNIN
 # grid-stride loop (flat layout); blocks_per_sm: grid cap = blocks_per_sm * multiprocessors
 # (0: no cap).  Defaults from benchmarks/gpu.py --sweep on an H200 (float32/64 axpy and
 # sin(x)**2 + cos(y)*exp(-x*y) at 1e8 elements).
-# The simulator runs every thread as a Python thread: a tiny grid, still several rounds.
-TUNING = {"block": 256, "unroll": 2, "blocks_per_sm": 256, "sim_block": 32, "sim_grid": 2}
+# gu_block, gu_blocks_per_sm: the same for gufuncs (one thread per loop element; benchmarks/gpu.py
+# --gu-sweep).  The simulator runs every thread as a Python thread: a tiny grid, still several rounds.
+TUNING = {"block": 256, "unroll": 2, "blocks_per_sm": 256, "gu_block": 256, "gu_blocks_per_sm": 256,
+          "sim_block": 32, "sim_grid": 2}
 
 # Compiled kernels, keyed by (formula, launch spec, options, engine key with the compute capability).
 KERNELS = BoundedCache(int(os.environ.get("UFUNCGEN_MEMORY_CACHE_SIZE", "1024")))
@@ -84,6 +86,8 @@ def _auto_min_size() -> int | None:
 
 class CudaDispatcher:
     """Calls, signatures and source of one formula on the cuda target."""
+
+    _block_key = "block"  # the TUNING entry of the kernels' block size (launch bounds)
 
     def __init__(self, uf, engine=None):
         self._uf = uf
@@ -352,7 +356,7 @@ class CudaDispatcher:
 
     def _kernel(self, spec):
         engine = self.engine
-        block = TUNING["sim_block"] if engine.simulator else TUNING["block"]
+        block = TUNING["sim_block"] if engine.simulator else TUNING[self._block_key]
         key = (self._formula.canonical(), spec.key(), self._fastmath, self._cse, block, engine.cache_key)
         kernel = compiled_kernel(engine, key, lambda: self._module_source(spec), spec, self._fastmath, block,
                                  self._cache)

@@ -37,6 +37,8 @@ __all__ = ["CudaGufuncDispatcher"]
 class CudaGufuncDispatcher(CudaDispatcher):
     """Calls, signatures and source of one gufunc on the cuda target."""
 
+    _block_key = "gu_block"
+
     def __init__(self, g, engine=None):
         super().__init__(g, engine)
         self._layout = g.formula.layout
@@ -269,9 +271,9 @@ class _GuDevicePlan:
         if sim:
             self.block, self.grid = TUNING["sim_block"], TUNING["sim_grid"]
         else:
-            self.block = TUNING["block"]
+            self.block = TUNING["gu_block"]
             need = -(-n // self.block)
-            cap = TUNING["blocks_per_sm"] * engine.sm_count if TUNING["blocks_per_sm"] else need
+            cap = TUNING["gu_blocks_per_sm"] * engine.sm_count if TUNING["gu_blocks_per_sm"] else need
             self.grid = max(1, min(need, cap))
         self.default_stream = _default_stream(result_kind, sim)
 
