@@ -166,6 +166,13 @@ def test_loop_dimensions_broadcast_and_views(kind):
     _close(get(matvec(put(At).T, put(v))), np.einsum("ij,...j->...i", At.T, v), np.float64)
 
 
+def test_more_loop_elements_than_threads():
+    # the simulator's grid has 64 threads, the GPU's a few per SM: each thread takes several rows
+    r = np.random.default_rng(17)
+    a, b = r.normal(size=(500, 3)), r.normal(size=(500, 3))
+    np.testing.assert_allclose(_gufunc("cross")(a, b), np.cross(a, b), rtol=1e-12, atol=1e-14)
+
+
 def test_one_core_vector_gives_a_scalar_on_the_host():
     x = np.random.default_rng(4).normal(size=10)
     got = _gufunc("norm")(x)
