@@ -4,12 +4,15 @@
 Measures: device copy bandwidth; axpy (a*x + y) and sin(x)**2 + cos(y)*exp(-x*y) in float32 and
 float64 at 1e8 elements; the time of one call on 1000 device elements; the host-array round trip
 at 1e7 elements.  Kernel times are CUDA-event medians over rotating input sets (the arrays are
-far larger than L2); call times are wall-clock over thousands of back-to-back calls.
+far larger than L2); call times are wall-clock over thousands of back-to-back calls.  Gufuncs:
+norm and softmax over the rows of a (1e6, 64) array (one CUDA thread per row) against CuPy
+expressions and Numba's CUDA guvectorize.
 
     python benchmarks/gpu.py [--n 100000000] [--sweep] [--json out.json]
 
 Needs a CUDA GPU, numba-cuda and CuPy.  ``--sweep`` also times launch configurations
-(``ufuncgen.backends.cuda.TUNING``: unroll, block, blocks per SM) for the two formulas.
+(``ufuncgen.backends.cuda.TUNING``: unroll, block, blocks per SM) for the two formulas;
+``--gu-sweep`` the gufunc block size and blocks per SM for norm and softmax.
 """
 from __future__ import annotations
 
@@ -33,7 +36,11 @@ def parse():
     p.add_argument("--n-host", type=float, default=1e7)
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--calls", type=int, default=20000)
+    p.add_argument("--gu-rows", type=float, default=1e6)
+    p.add_argument("--gu-n", type=int, default=64)
     p.add_argument("--sweep", action="store_true")
+    p.add_argument("--gu-sweep", action="store_true", help="time gufunc launch configurations (gu_block, "
+                   "gu_blocks_per_sm) for norm and softmax")
     p.add_argument("--profile", default=None, help="write a cProfile of the 1000-element calls to this file")
     p.add_argument("--json", default=None)
     return p.parse_args()
@@ -173,6 +180,15 @@ def main():
         xs = ys = os_ = nxs = nys = nos = None  # free the memory
         cp.get_default_memory_pool().free_all_blocks()
 
+    # ---- gufuncs: norm and softmax over rows ---------------------------------------------------
+    try:
+        gufuncs(args, cp, ug, cuda, timer, row, copy_bw)
+        if args.gu_sweep:
+            gu_sweep(args, cp, ug, ugcuda, timer, row, copy_bw)
+    except Exception:  # noqa: BLE001 - the other sections still run
+        import traceback
+        traceback.print_exc()
+
     # ---- launch configuration sweep ------------------------------------------------------------
     if args.sweep:
         sweep(args, cp, ug, ugcuda, timer, row, copy_bw, n)
@@ -271,6 +287,120 @@ def main():
     summary(results, copy_bw)
 
 
+def gufuncs(args, cp, ug, cuda, timer, row, copy_bw):
+    """norm (n)->() and softmax (n)->(n) per row, against CuPy and Numba's CUDA guvectorize."""
+    from numba import guvectorize
+
+    @guvectorize(["void(float32[:], float32[:])", "void(float64[:], float64[:])"], "(n)->()", target="cuda")
+    def nv_norm(x, out):
+        s = x[0] * 0
+        for i in range(x.shape[0]):
+            s += x[i] * x[i]
+        out[0] = math.sqrt(s)
+
+    @guvectorize(["void(float32[:], float32[:])", "void(float64[:], float64[:])"], "(n)->(n)", target="cuda")
+    def nv_softmax(x, out):
+        m = x[0]
+        for i in range(x.shape[0]):
+            m = max(m, x[i])
+        s = x[0] * 0
+        for i in range(x.shape[0]):
+            out[i] = math.exp(x[i] - m)
+            s += out[i]
+        for i in range(x.shape[0]):
+            out[i] = out[i] / s
+
+    ug_norm = ug.gufunc("sqrt(sum(x[i]**2, i))", target="cuda")
+    ug_softmax = ug.gufunc("exp(x[i] - max(x[j], j)) / sum(exp(x[k] - max(x[j], j)), k)", target="cuda")
+
+    def cp_softmax(x):
+        e = cp.exp(x - x.max(axis=-1, keepdims=True))
+        return e / e.sum(axis=-1, keepdims=True)
+
+    rows, n = int(args.gu_rows), args.gu_n
+    sets = 2
+    for dtype in ("float32", "float64"):
+        dt = np.dtype(dtype)
+        xs = [cp.random.normal(size=(rows, n)).astype(dt) for _ in range(sets)]
+        nxs = [cuda.as_cuda_array(x) for x in xs]
+        for name, ugf, nvf, cpf, ref, out_shape in (
+                ("norm", ug_norm, nv_norm, lambda x: cp.sqrt((x * x).sum(axis=-1)),
+                 lambda x: cp.linalg.norm(x.astype(cp.float64), axis=-1), (rows,)),
+                ("softmax", ug_softmax, nv_softmax, cp_softmax, lambda x: cp_softmax(x.astype(cp.float64)),
+                 (rows, n))):
+            os_ = [cp.empty(out_shape, dt) for _ in range(sets)]
+            nos = [cuda.as_cuda_array(o) for o in os_]
+            moved = (rows * n + int(np.prod(out_shape))) * dt.itemsize  # read once, write once
+            what = f"{name} {dtype} {rows:.0e}x{n}"
+            os_[0].fill(np.nan)
+            ugf(xs[0], out=os_[0])
+            want = ref(xs[0])
+            err = float(cp.max(cp.abs(os_[0] - want)) / cp.max(cp.abs(want)))
+            variants = {
+                "ufuncgen cuda gufunc (out=)": lambda i: ugf(xs[i], out=os_[i]),
+                "ufuncgen cuda gufunc": lambda i: ugf(xs[i]),
+                "numba guvectorize (out=)": lambda i: nvf(nxs[i], out=nos[i]),
+                "cupy expression": lambda i: cpf(xs[i]),
+            }
+            if name == "norm":
+                variants["cupy.linalg.norm"] = lambda i: cp.linalg.norm(xs[i], axis=-1)
+            for impl, fn in variants.items():
+                try:
+                    t = timer(fn, args.reps, sets)
+                except Exception as e:  # noqa: BLE001 - report and go on
+                    row(what, impl, note=f"FAILED: {type(e).__name__}: {str(e)[:120]}")
+                    continue
+                bw = moved / t / 1e6
+                row(what, impl, t, bw, bw / copy_bw, note=f"max rel err {err:.1e}" if impl.endswith("(out=)")
+                    and impl.startswith("ufuncgen") else "")
+            os_ = nos = None
+        xs = nxs = None  # free the memory
+        cp.get_default_memory_pool().free_all_blocks()
+    # the time of one call on a small batch (1000 rows of 16)
+    xsm = cp.random.normal(size=(1000, 16)).astype(cp.float32)
+    osm = cp.empty(1000, cp.float32)
+    nxsm, nosm = cuda.as_cuda_array(xsm), cuda.as_cuda_array(osm)
+    calls = {"ufuncgen cuda gufunc, cupy in/out": lambda: ug_norm(xsm),
+             "ufuncgen cuda gufunc, cupy out=": lambda: ug_norm(xsm, out=osm),
+             "numba guvectorize out=": lambda: nv_norm(nxsm, out=nosm),
+             "cupy.linalg.norm": lambda: cp.linalg.norm(xsm, axis=-1)}
+    for impl, fn in calls.items():
+        k = args.calls if not impl.startswith("numba") else max(200, args.calls // 50)
+        row("norm float32 1000x16", impl, us=wall_per_call(fn, k, cp))
+
+
+def gu_sweep(args, cp, ug, ugcuda, timer, row, copy_bw):
+    """One thread per row: how block size and resident blocks per SM (L1 reuse of a row) change the time."""
+    base = dict(ugcuda.TUNING)
+    rows, n = int(args.gu_rows), args.gu_n
+    formulas = {"norm": ("sqrt(sum(x[i]**2, i))", (rows,)),
+                "softmax": ("exp(x[i] - max(x[j], j)) / sum(exp(x[k] - max(x[j], j)), k)", (rows, n))}
+    sets = 2
+    best = {}
+    for dtype in ("float32", "float64"):
+        dt = np.dtype(dtype)
+        xs = [cp.random.normal(size=(rows, n)).astype(dt) for _ in range(sets)]
+        for name, (formula, out_shape) in formulas.items():
+            os_ = [cp.empty(out_shape, dt) for _ in range(sets)]
+            moved = (rows * n + int(np.prod(out_shape))) * dt.itemsize
+            for block in (64, 128, 256, 512):
+                for bps in (1, 2, 4, 8, 0):
+                    ugcuda.TUNING.update(gu_block=block, gu_blocks_per_sm=bps)
+                    g = ug.gufunc(formula, target="cuda")
+                    t = timer(lambda i: g(xs[i], out=os_[i]), args.reps, sets)
+                    bw = moved / t / 1e6
+                    row(f"gu-sweep {name} {dtype}", f"block={block} bps={bps}", t, bw, bw / copy_bw)
+                    if t < best.get((name, dtype), (np.inf,))[0]:
+                        best[(name, dtype)] = (t, block, bps)
+            os_ = None
+        xs = None  # free the memory
+        cp.get_default_memory_pool().free_all_blocks()
+    ugcuda.TUNING.clear()
+    ugcuda.TUNING.update(base)
+    for (name, dtype), (t, block, bps) in best.items():
+        print(f"# gu-sweep best {name} {dtype}: block={block} bps={bps} {t:.4f} ms", flush=True)
+
+
 def sweep(args, cp, ug, ugcuda, timer, row, copy_bw, n):
     base = dict(ugcuda.TUNING)
     sets = 2
@@ -320,6 +450,14 @@ def summary(results, copy_bw):
     nv = get("axpy float32 n=1000", "numba vectorize")
     if nv:
         print(f"numba vectorize 1000-element call: {nv['us']:.1f} us")
+    for name in ("norm", "softmax"):
+        for dtype in ("float32", "float64"):
+            ours = get(f"{name} {dtype}", "ufuncgen cuda gufunc (out=)")
+            peers = [get(f"{name} {dtype}", impl) for impl in ("cupy expression", "numba guvectorize (out=)")]
+            if ours and ours["ms"]:
+                parts = [f"{p['impl']} {p['ms'] / ours['ms']:.2f}x" for p in peers if p and p["ms"]]
+                print(f"gufunc {name} {dtype}: {ours['ms']:.3f} ms, {ours['frac_copy']:.2f} of copy; speed-up over "
+                      + ", ".join(parts))
 
 
 if __name__ == "__main__":

@@ -176,8 +176,9 @@ def _extreme(op: str, dt: np.dtype):
 
 
 class _Lowering:
-    def __init__(self, formula: IndexedFormula, in_dtypes, out_dtypes, cse: bool):
+    def __init__(self, formula: IndexedFormula, in_dtypes, out_dtypes, cse: bool, printer: type | None = None):
         self.f = formula
+        self.printer = printer or GuPrinter
         self.typer = GuTyper(formula, in_dtypes)
         self.cse = cse
         params = safe_param_names(formula.args)
@@ -229,7 +230,7 @@ class _Lowering:
         ivars = {}
         for b in chain[1:]:
             ivars[b.index] = b.var
-        printer = GuPrinter(self.names, self.typer, self.consts, ivars, self.index_size, self.arrays)
+        printer = self.printer(self.names, self.typer, self.consts, ivars, self.index_size, self.arrays)
         text = printer.doprint(e)
         if cast is not None and self.typer(e) != cast:
             text = f"np.{cast.name}({text})"
@@ -365,7 +366,7 @@ class _Lowering:
         return loop, chain + [loop]
 
     def _const(self, value, dt) -> str:
-        printer = GuPrinter(self.names, self.typer, self.consts, {}, {}, {})
+        printer = self.printer(self.names, self.typer, self.consts, {}, {}, {})
         return printer._const(value, np.dtype(dt))
 
     # ---- outputs ----
@@ -522,9 +523,13 @@ def _horner_split(body, k, free):
 
 
 def generate_gukernel(formula: IndexedFormula, in_dtypes: tuple, out_dtypes: tuple,
-                      cse: bool = True) -> KernelSource:
-    """The source of ``def kernel(<inputs>, <outputs>)`` for one dtype combination."""
-    low = _Lowering(formula, in_dtypes, out_dtypes, cse)
+                      cse: bool = True, printer: type | None = None) -> KernelSource:
+    """The source of ``def kernel(<inputs>, <outputs>)`` for one dtype combination.
+
+    ``printer``: a ``GuPrinter`` subclass for another target's scalar functions (the cuda backend
+    prints ``math``/``cmath`` calls, which numba-cuda compiles, instead of NumPy's).
+    """
+    low = _Lowering(formula, in_dtypes, out_dtypes, cse, printer)
     body = low.body()
     body = ["    " + line for line in low.prologue] + body
     outs = ", ".join(map(dtype_name, out_dtypes))

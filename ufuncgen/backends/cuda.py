@@ -27,25 +27,33 @@ import threading
 
 import numpy as np
 
-from ..build import output_dtypes
+from ..build import _Counter, output_dtypes
 from ..dtypes import Signature, input_dtype_for, literal_dtype
 from ..memcache import BoundedCache
 from . import cuda_arrays as arrays
 from .cuda_codegen import LaunchSpec, kernel_module_source, storage_dtype
 from .cuda_engine import CudaUnavailable, get_engine
 
-__all__ = ["make_dispatcher", "CudaDispatcher", "TUNING", "KERNELS", "CudaUnavailable"]
+__all__ = ["make_dispatcher", "make_gufunc_dispatcher", "CudaDispatcher", "TUNING", "KERNELS", "CudaUnavailable",
+           "compiled_kernel", "compile_count"]
 
 # Launch configuration.  block: threads per block; unroll: elements per thread per round of the
 # grid-stride loop (flat layout); blocks_per_sm: grid cap = blocks_per_sm * multiprocessors
 # (0: no cap).  Defaults from benchmarks/gpu.py --sweep on an H200 (float32/64 axpy and
 # sin(x)**2 + cos(y)*exp(-x*y) at 1e8 elements).
+# gu_block, gu_blocks_per_sm: the same for gufuncs (one thread per loop element).  Few resident
+# threads per SM keep each thread's core row in L1 between the passes of a multi-pass core (softmax
+# reads its row three times); from benchmarks/gpu.py --gu-sweep on an H200, rows of 64 (1e6 rows):
+# softmax float32 5.10 -> 2.06 ms, float64 2.81 -> 2.29 ms against no cap; norm unchanged
+# (0.265 / 0.275 ms).  Not swept: tiny cores (cross, (3)), where more threads in flight may pay.
 # The simulator runs every thread as a Python thread: a tiny grid, still several rounds.
-TUNING = {"block": 256, "unroll": 2, "blocks_per_sm": 256, "sim_block": 32, "sim_grid": 2}
+TUNING = {"block": 256, "unroll": 2, "blocks_per_sm": 256, "gu_block": 256, "gu_blocks_per_sm": 2,
+          "sim_block": 32, "sim_grid": 2}
 
 # Compiled kernels, keyed by (formula, launch spec, options, engine key with the compute capability).
 KERNELS = BoundedCache(int(os.environ.get("UFUNCGEN_MEMORY_CACHE_SIZE", "1024")))
 
+_COMPILES = _Counter()
 _ALLOWED_KWARGS = frozenset({"out", "stream"})
 _MAX_PLANS = 256
 _KIND_OF = arrays._BY_TYPE.get  # filled by arrays.kind_of on first sight of a type
@@ -58,6 +66,16 @@ def make_dispatcher(uf, required: bool):
     if importlib.util.find_spec("numba_cuda") is None:
         return None
     return CudaDispatcher(uf, None)
+
+
+def make_gufunc_dispatcher(g, required: bool):
+    """The cuda dispatcher for the gufunc ``g``; None for ``auto`` where numba-cuda is not installed."""
+    from .cuda_gufunc import CudaGufuncDispatcher
+    if required:
+        return CudaGufuncDispatcher(g, get_engine())
+    if importlib.util.find_spec("numba_cuda") is None:
+        return None
+    return CudaGufuncDispatcher(g, None)
 
 
 def _auto_min_size() -> int | None:
@@ -73,12 +91,15 @@ def _auto_min_size() -> int | None:
 class CudaDispatcher:
     """Calls, signatures and source of one formula on the cuda target."""
 
+    _block_key = "block"  # the TUNING entry of the kernels' block size (launch bounds)
+
     def __init__(self, uf, engine=None):
         self._uf = uf
         self._formula = uf.formula
         opts = uf.options
         self._fastmath = bool(opts.get("fastmath", False))
         self._cse = bool(opts.get("cse", True))
+        self._cache = bool(opts.get("cache", True))
         self._device = opts.get("device")
         self._engine = engine
         self._plans: dict = {}
@@ -118,7 +139,7 @@ class CudaDispatcher:
     def compile(self, in_dtypes, out_dtypes=None) -> None:
         """Compile an explicit signature now (all-array arguments, contiguous layout)."""
         ins = tuple(np.dtype(d) for d in in_dtypes)
-        outs = tuple(np.dtype(d) for d in out_dtypes) if out_dtypes else output_dtypes(self._formula, ins)
+        outs = tuple(np.dtype(d) for d in out_dtypes) if out_dtypes else self._result_dtypes(ins)
         self._sigs.append((ins, outs))
         spec = LaunchSpec(("a",) * len(ins), ins, ins, outs, outs, 0, TUNING["unroll"])
         self._kernel(spec)
@@ -222,16 +243,9 @@ class CudaDispatcher:
             names = ", ".join(self._formula.args)
             raise TypeError(f"{self._uf.__name__}() takes {nin} argument(s) ({names}), got {len(args)}")
         kinds = [arrays.kind_of(a) for a in args]
-        is_array = [k.name != "scalar" and not (k.name == "host" and a.ndim == 0) for k, a in zip(kinds, args, strict=True)]
-        host = [k.name == "host" and arr for k, arr in zip(kinds, is_array, strict=True)]
-        device = [k.device for k in kinds]
+        is_array = _array_operands(args, kinds)
         out_kinds = [arrays.kind_of(o) for o in out] if out is not None else []
-        if (any(host) or any(k.name == "host" for k in out_kinds)) and (any(device) or any(k.device for k in out_kinds)):
-            where = [self._formula.args[j] for j in range(nin) if host[j]]
-            raise TypeError(f"{self._uf.__name__}(): host (NumPy) arrays mixed with device arrays; move "
-                            f"{', '.join(where) or 'out'} to the device (cupy.asarray / numba.cuda.to_device) "
-                            "or pass only host arrays (then ufuncgen copies them in and the result out)")
-        if not any(device) and not any(k.device for k in out_kinds):
+        if self._on_host(kinds, is_array, out_kinds):
             if out is not None:
                 result = self._dtypes(args, kinds, is_array)[3]
                 shapes = [np.shape(a) for a, arr in zip(args, is_array, strict=True) if arr]
@@ -246,6 +260,21 @@ class CudaDispatcher:
                 self._plans.pop(next(iter(self._plans)))
             self._plans[key] = plan
         return plan
+
+    def _on_host(self, kinds, is_array, out_kinds) -> bool:
+        """True for host (NumPy) operands only, False for device ones; a TypeError for a mix."""
+        host = [k.name == "host" and arr for k, arr in zip(kinds, is_array, strict=True)]
+        device = any(k.device for k in kinds) or any(k.device for k in out_kinds)
+        if (any(host) or any(k.name == "host" for k in out_kinds)) and device:
+            where = [self._formula.args[j] for j in range(len(kinds)) if host[j]]
+            raise TypeError(f"{self._uf.__name__}(): host (NumPy) arrays mixed with device arrays; move "
+                            f"{', '.join(where) or 'out'} to the device (cupy.asarray / numba.cuda.to_device) "
+                            "or pass only host arrays (then ufuncgen copies them in and the result out)")
+        return not device
+
+    def _result_dtypes(self, in_dtypes: tuple) -> tuple:
+        """Result dtypes of the formula for these input dtypes (NumPy's promotion rules)."""
+        return output_dtypes(self._formula, tuple(in_dtypes))
 
     def _dtypes(self, args, kinds, is_array):
         storage = []
@@ -269,10 +298,10 @@ class CudaDispatcher:
         if sigs:
             compute, result = self._match_signature(compute, args, sigs)
         else:
-            result = output_dtypes(self._formula, compute)
+            result = self._result_dtypes(compute)
         # float16 is stored as float16 (NumPy's result type) but computed in float32, as NumPy does
         kcompute = tuple(np.dtype(np.float32) if d == np.float16 else d for d in compute)
-        kresult = result if kcompute == compute else output_dtypes(self._formula, kcompute)
+        kresult = result if kcompute == compute else self._result_dtypes(kcompute)
         return storage, kcompute, kresult, tuple(result)
 
     def _match_signature(self, compute, args, sigs):
@@ -280,7 +309,7 @@ class CudaDispatcher:
             ok = all(np.can_cast(c, s, "same_kind" if isinstance(a, arrays.SCALAR_TYPES) else "safe")
                      for c, s, a in zip(compute, ins, args, strict=True))
             if ok:
-                return tuple(ins), tuple(outs) if outs else output_dtypes(self._formula, tuple(ins))
+                return tuple(ins), tuple(outs) if outs else self._result_dtypes(tuple(ins))
         have = ", ".join(str(Signature(i, o)) for i, o in sigs)
         got = ", ".join(d.name for d in compute)
         raise TypeError(f"{self._uf.__name__}(): no compiled signature takes inputs ({got}); signatures: {have}")
@@ -325,21 +354,51 @@ class CudaDispatcher:
             raise ValueError(f"{self._uf.__name__}(): operands could not be broadcast together with shapes "
                              f"{' '.join(str(tuple(s)) for s in shapes)}") from None
 
-    def _kernel(self, spec: LaunchSpec):
+    def _module_source(self, spec):
+        """The generated module (scalar kernel + launcher) for one launch spec."""
+        return kernel_module_source(self._formula, spec, cse=self._cse, fastmath=self._fastmath)
+
+    def _kernel(self, spec):
         engine = self.engine
-        block = TUNING["sim_block"] if engine.simulator else TUNING["block"]
+        block = TUNING["sim_block"] if engine.simulator else TUNING[self._block_key]
         key = (self._formula.canonical(), spec.key(), self._fastmath, self._cse, block, engine.cache_key)
-
-        def build():
-            src = kernel_module_source(self._formula, spec, cse=self._cse, fastmath=self._fastmath)
-            kernel = engine.build(src, spec, self._fastmath, block)
-            kernel.source = src
-            return kernel
-
-        kernel = KERNELS.get_or_build(key, build)
+        kernel = compiled_kernel(engine, key, lambda: self._module_source(spec), spec, self._fastmath, block,
+                                 self._cache)
         self._source = kernel.source.text
         self._compiled.setdefault((tuple(spec.in_compute), tuple(spec.out_compute)), True)
         return kernel
+
+
+def compiled_kernel(engine, key: tuple, make_source, spec, fastmath: bool, block: int, cache: bool = True):
+    """The kernel for ``key`` (memory cache, then disk cache, then numba-cuda), one compile per key.
+
+    ``key`` is the memory key (canonical formula, launch spec, options, block, engine key with the
+    compute capability); ``make_source()`` generates the module only when it must be compiled.
+    """
+    def build():
+        src = make_source()
+        _COMPILES.add()
+        kernel = engine.build(src, spec, fastmath, block)
+        kernel.source = src
+        return kernel
+
+    def build_cached():
+        if engine.simulator:  # the simulator's kernels are Python functions: nothing to keep on disk
+            return build()
+        from . import cudastore
+        return cudastore.cached(engine, key, spec, build, use=cache)
+
+    return KERNELS.get_or_build(key, build_cached)
+
+
+def compile_count() -> int:
+    """CUDA kernels really compiled by numba-cuda in this process (a disk-cache load is not one)."""
+    return _COMPILES.value
+
+
+def _array_operands(args, kinds) -> list:
+    """Which arguments are arrays; scalars and 0-d host arrays are values."""
+    return [k.name != "scalar" and not (k.name == "host" and a.ndim == 0) for k, a in zip(kinds, args, strict=True)]
 
 
 def _check_out(shape, out_dtype, bshape, result_dtype) -> None:

@@ -197,6 +197,15 @@ class LaunchSpec:
             ps += self._operand(f"o{j}", "a", dt)
         return tuple(ps)
 
+    def py_params(self) -> tuple:
+        """The launcher's Python parameters (here the same as the driver's: pointers and values)."""
+        return self.params()
+
+    def arg_types(self, types, from_dtype) -> tuple:
+        """numba types of the launcher's parameters (``types``: numba's types module)."""
+        return tuple(types.CPointer(from_dtype(p.dtype)) if p.kind == "ptr" else from_dtype(p.dtype)
+                     for p in self.params())
+
     def _operand(self, name: str, kind: str, dt: np.dtype) -> list:
         i64 = np.dtype(np.int64)
         if kind == "s":

@@ -5,6 +5,8 @@ An engine turns a generated launcher (``cuda_codegen``) into something that laun
 - ``build(src, spec, fastmath, block) -> CompiledKernel`` (compile once; cached by the caller,
   keyed by ``engine.cache_key``, which holds the compute capability and the numba-cuda version);
 - ``CompiledKernel.artifact``: the bytes that a disk cache can keep (PTX text + entry name);
+  ``load(ptx, entry, spec)`` makes the kernel again from them without compiling (``cudastore``);
+  ``toolchain()`` names the NVVM/CUDA versions that a stored kernel depends on;
 - ``CompiledKernel.launcher()``: a ``Launcher`` with parameter ``slots`` (objects with a
   ``.value``) and ``launch(grid, block, stream)``.
 
@@ -86,6 +88,7 @@ class DriverEngine:
         self.device_name = dev.name.decode() if isinstance(dev.name, bytes) else str(dev.name)
         import numba_cuda
         self.cache_key = ("driver", self.cc, getattr(numba_cuda, "__version__", "?"))
+        self._toolchain = None
 
     def _check(self, err, what: str):
         if err != self._ok:
@@ -121,11 +124,25 @@ class DriverEngine:
         except ImportError:
             from numba.core import types
             from numba.np import numpy_support
-        out = []
-        for p in spec.params():
-            t = numpy_support.from_dtype(p.dtype)
-            out.append(types.CPointer(t) if p.kind == "ptr" else t)
-        return tuple(out)
+        return spec.arg_types(types, numpy_support.from_dtype)
+
+    def toolchain(self) -> tuple:
+        """What made the PTX and what loads it: NVVM (API and IR versions), CUDA runtime and driver."""
+        if self._toolchain is None:
+            from numba.cuda.cudadrv import nvvm, runtime
+            from numba.cuda.cudadrv.driver import driver
+            self._toolchain = (("nvvm", _version(lambda: nvvm.NVVM().get_version()),
+                                _version(lambda: nvvm.NVVM().get_ir_version())),
+                               ("cudart", _version(runtime.get_version)), ("driver", _version(driver.get_version)))
+        return self._toolchain
+
+    def load(self, ptx: str, entry: str, spec: LaunchSpec) -> DriverKernel:
+        """A kernel from stored PTX (the disk cache), loaded into the current context; no compiler runs."""
+        if not re.fullmatch(r"[A-Za-z0-9_$]+", entry) or not re.search(rf"\.entry\s+{re.escape(entry)}\s*\(", ptx):
+            raise ValueError(f"the PTX does not define the kernel entry {entry[:80]!r}")
+        kernel = DriverKernel(self, ptx, entry, spec)
+        kernel.function()
+        return kernel
 
     def build(self, src: KernelSource, spec: LaunchSpec, fastmath: bool, block: int) -> DriverKernel:
         pyfunc = load_kernel(src)
@@ -135,6 +152,14 @@ class DriverEngine:
         if found is None:
             raise RuntimeError("numba-cuda produced PTX without a kernel entry")
         return DriverKernel(self, ptx, found.group(1), spec)
+
+
+def _version(get) -> tuple | str:
+    """A version tuple, or why it could not be read (still a stable key part)."""
+    try:
+        return tuple(get())
+    except Exception as err:  # noqa: BLE001 - a library that cannot say its version
+        return f"unknown ({type(err).__name__})"
 
 
 class DriverKernel:
@@ -222,7 +247,7 @@ class SimKernel:
         self.artifact = None
 
     def launcher(self) -> Launcher:
-        slots = [_Slot() for _ in self.spec.params()]
+        slots = [_Slot() for _ in self.spec.py_params()]
         kernel = self.kernel
 
         def launch(grid: int, block: int, stream: int):

@@ -1,0 +1,152 @@
+"""Source of a CUDA gufunc kernel: the generated core loops plus a grid-stride launcher.
+
+The core function is the gufunc kernel of ``gucodegen`` (the same loops the cpu target compiles),
+printed with ``math``/``cmath`` calls so numba-cuda compiles it and a float32 formula stays
+float32.  The launcher runs one core call per element of the broadcast loop dimensions, one CUDA
+thread each, in a grid-stride loop::
+
+    def launcher(n, s1, a0, a1, o0):        # loop shape (s0, s1); n = s0*s1
+        i = cuda.grid(1)
+        while i < n:
+            k1 = i % s1; k0 = i // s1
+            _scalar(a0[k0, k1], a1[k0, k1], o0[k0, k1])   # core views, as numba.guvectorize passes
+            i += cuda.gridsize(1)
+
+Each array operand is passed as an array of ``loop ndim + core ndim`` dimensions whose loop strides
+are 0 where it broadcasts; the caller fills in shapes and strides, so one kernel serves every
+layout of a given number of (coalesced) loop dimensions.  An output with no core dimensions gets
+one of length 1 (the core kernel writes ``out[0]``, as NumPy's gufunc loops do).  Arrays are passed
+with numba-cuda's kernel ABI (meminfo, parent, nitems, itemsize, data, shape, strides), which is
+what ``DriverEngine`` fills; the simulator gets its own array objects.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..codegen import KernelSource
+from ..gucodegen import GuPrinter, generate_gukernel
+from .cuda_codegen import _PRELUDE, CudaKernelPrinter, Param, storage_dtype
+
+__all__ = ["CudaGuPrinter", "GuLaunchSpec", "gukernel_module_source"]
+
+
+class CudaGuPrinter(GuPrinter, CudaKernelPrinter):
+    """``GuPrinter`` (array elements, index values) with the cuda printer's scalar functions."""
+
+
+@dataclass(frozen=True)
+class GuLaunchSpec:
+    """Which gufunc launcher to generate: argument kinds, dtypes and dimensions."""
+
+    in_kinds: tuple        # 'a' (array) or 's' (scalar value) per input
+    in_core: tuple         # core ndim of each input (0 for scalars)
+    in_storage: tuple      # dtype of each input as passed
+    in_compute: tuple      # dtype the core kernel takes
+    out_compute: tuple     # dtype the core kernel computes, per output
+    out_storage: tuple     # dtype of each output array
+    out_core: tuple        # core ndim of each output array (at least 1: a () output is written as out[0])
+    loop_ndim: int = 1     # loop dimensions after coalescing (at least 1)
+
+    def key(self) -> tuple:
+        return ("gu", self.in_kinds, self.in_core, tuple(d.str for d in self.in_storage),
+                tuple(d.str for d in self.in_compute), tuple(d.str for d in self.out_compute),
+                tuple(d.str for d in self.out_storage), self.out_core, self.loop_ndim)
+
+    # ---- parameters ----
+    def _operands(self):
+        """(name, kind, dtype, array ndim) of every operand, inputs then outputs."""
+        for j, (kind, dt, core) in enumerate(zip(self.in_kinds, self.in_storage, self.in_core, strict=True)):
+            yield f"a{j}", kind, dt, self.loop_ndim + core
+        for j, (dt, core) in enumerate(zip(self.out_storage, self.out_core, strict=True)):
+            yield f"o{j}", "a", dt, self.loop_ndim + core
+
+    def py_params(self) -> tuple:
+        """The launcher's Python parameters: ``n``, loop sizes 1.., then one per operand."""
+        i64 = np.dtype(np.int64)
+        ps = [Param("n", "n", i64)] + [Param(f"s{d}", "shape", i64) for d in range(1, self.loop_ndim)]
+        for name, kind, dt, _ndim in self._operands():
+            if kind == "s":
+                ps += _value_params(name, dt)
+            else:
+                ps.append(Param(name, "array", np.dtype(dt)))
+        return tuple(ps)
+
+    def params(self) -> tuple:
+        """The kernel's parameters as the driver sees them: each array flattened as numba-cuda's ABI."""
+        i64, u64 = np.dtype(np.int64), np.dtype(np.uint64)
+        ps = [Param("n", "n", i64)] + [Param(f"s{d}", "shape", i64) for d in range(1, self.loop_ndim)]
+        for name, kind, dt, ndim in self._operands():
+            if kind == "s":
+                ps += _value_params(name, dt)
+                continue
+            ps += [Param(name + "_meminfo", "null", u64), Param(name + "_parent", "null", u64),
+                   Param(name + "_nitems", "nitems", i64), Param(name + "_itemsize", "itemsize", i64),
+                   Param(name, "ptr", np.dtype(dt))]
+            ps += [Param(f"{name}_n{d}", "dim", i64) for d in range(ndim)]
+            ps += [Param(f"{name}_t{d}", "stride", i64) for d in range(ndim)]
+        return tuple(ps)
+
+    def arg_types(self, types, from_dtype) -> tuple:
+        """numba types of the launcher's Python parameters (arrays of any layout)."""
+        out = [types.int64] * self.loop_ndim
+        for name, kind, dt, ndim in self._operands():
+            if kind == "s":
+                out += [from_dtype(p.dtype) for p in _value_params(name, dt)]
+            else:
+                out.append(types.Array(from_dtype(np.dtype(dt)), ndim, "A"))
+        return tuple(out)
+
+
+def _value_params(name: str, dt: np.dtype) -> list:
+    if dt.kind == "c":
+        part = np.dtype(np.float32 if dt == np.complex64 else np.float64)
+        return [Param(name + "_re", "value", part), Param(name + "_im", "value", part)]
+    return [Param(name, "value", storage_dtype(dt))]
+
+
+def _value(spec: GuLaunchSpec, j: int, index: str) -> str:
+    """The core kernel's argument ``j``: a core view, an element, or a scalar parameter."""
+    st, ct = spec.in_storage[j], spec.in_compute[j]
+    if spec.in_kinds[j] == "s":
+        raw = f"complex(a{j}_re, a{j}_im)" if st.kind == "c" else f"(a{j} != 0)" if st.kind == "b" else f"a{j}"
+        return raw if (st == ct and st.kind != "c") or ct.kind == "b" else f"_I{j}({raw})"
+    raw = f"a{j}[{index}]"
+    if spec.in_core[j] or st == ct:
+        return raw  # core views have the compute dtype (the caller converts others first)
+    return f"({raw} != 0)" if ct.kind == "b" else f"_I{j}({raw})"
+
+
+def launcher_source(spec: GuLaunchSpec) -> str:
+    nin = len(spec.in_kinds)
+    lines = ["", "", "# ---- cuda gufunc launcher ----"]
+    for j in range(nin):
+        lines.append(f"_I{j} = np.{spec.in_compute[j].name}")
+    names = ", ".join(p.name for p in spec.py_params())
+    lines += ["", "", f"def launcher({names}):", "    i = cuda.grid(1)", "    st = cuda.gridsize(1)",
+              "    while i < n:"]
+    L = spec.loop_ndim
+    if L == 1:
+        lines.append("        k0 = i")
+    else:
+        lines.append("        q = i")
+        for d in range(L - 1, 0, -1):
+            lines.append(f"        k{d} = q % s{d}")
+            lines.append(f"        q = q // s{d}")
+        lines.append("        k0 = q")
+    index = ", ".join(f"k{d}" for d in range(L))
+    call = [_value(spec, j, index) for j in range(nin)] + [f"o{j}[{index}]" for j in range(len(spec.out_storage))]
+    lines.append(f"        _scalar({', '.join(call)})")
+    lines.append("        i += st")
+    return "\n".join(lines) + "\n"
+
+
+def gukernel_module_source(formula, spec: GuLaunchSpec, cse: bool = True, fastmath: bool = False) -> KernelSource:
+    """The whole module text (core gufunc kernel, prelude, launcher) as a ``KernelSource``."""
+    core = generate_gukernel(formula, spec.in_compute, spec.out_compute, cse=cse, printer=CudaGuPrinter)
+    text = core.text + _PRELUDE.format(fastmath=bool(fastmath)) + launcher_source(spec)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return KernelSource(text, f"<ufuncgen cuda gukernel {digest}>", digest, tuple(spec.in_compute),
+                        tuple(spec.out_compute), func_name="launcher")
