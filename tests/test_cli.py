@@ -212,7 +212,12 @@ def test_compile_on_a_terminal_draws_progress_on_stderr(tmp_path):
         [b]
         expr = "x * 1.5"
     """)
+    import fcntl
+    import struct
+    import termios
     master, slave = os.openpty()
+    # a real terminal has a size; without one tqdm (where installed) draws nothing
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     env = dict(os.environ, PYTHONPATH=str(ROOT), UFUNCGEN_CACHE_DIR=str(tmp_path / "cache"))
     proc = subprocess.Popen([sys.executable, "-m", "ufuncgen", "compile", str(path)], stdout=subprocess.PIPE,
                             stderr=slave, env=env, text=True, cwd=ROOT)

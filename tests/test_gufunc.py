@@ -492,3 +492,11 @@ def test_two_value_max_stays_elementwise():
 def test_wrong_argument_count():
     with pytest.raises(TypeError, match="takes 2 argument"):
         ug.gufunc("sum(x[i]*y[i], i)")(np.ones(3))
+
+
+def test_float16_input_computes_in_float32_on_the_host():
+    norm = ug.gufunc("sqrt(sum(x[i]**2, i))")
+    x = np.arange(12, dtype=np.float16).reshape(3, 4)
+    got = norm(x)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, np.linalg.norm(x.astype(np.float32), axis=1), rtol=1e-6)

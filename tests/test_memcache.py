@@ -66,3 +66,15 @@ def test_a_failed_build_is_not_cached_and_can_be_retried():
         except RuntimeError:
             pass
     assert len(calls) == 2 and c.get("k") is None
+
+
+def test_clear_cache_empties_every_named_memory_cache():
+    from ufuncgen.memcache import CACHES
+    extra = BoundedCache(name="test-extra")
+    try:
+        extra.get_or_build("k", lambda: 1)
+        assert ug.cache_info()["memory_caches"]["test-extra"]["entries"] == 1
+        ug.clear_cache(disk=False)
+        assert len(extra) == 0 and len(LOOPS) == 0
+    finally:
+        CACHES.pop("test-extra", None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from . import diskcache
-from .memcache import LOOPS
+from .memcache import CACHES, LOOPS
 
 __all__ = ["cache_info", "clear_cache"]
 
@@ -14,7 +14,9 @@ def cache_info() -> dict:
 
     Returns:
         ``{"memory": {entries, maxsize, hits, misses, compiles}, "disk": {path, enabled, entries,
-        bytes, hits, misses, stores, replaced}, "compiles": n}``.  ``memory["compiles"]`` counts
+        bytes, hits, misses, stores, replaced}, "compiles": n, "memory_caches": {name: {...}}}``;
+        ``memory`` is the host loop cache, ``memory_caches`` every in-memory cache by name (CUDA
+        kernels appear once the cuda backend is loaded).  ``memory["compiles"]`` counts
         loops put into memory (loaded from disk or compiled); the top-level ``compiles`` counts real
         Numba compiles only, so a process served from disk reports 0.  Disk hits and misses are
         this process's; entries and bytes are what the directory holds now.
@@ -26,7 +28,8 @@ def cache_info() -> dict:
     info = disk.info() if enabled and disk.dir.is_dir() else {"path": str(disk.dir), "entries": 0, "bytes": 0}
     info["enabled"] = enabled
     info.update(diskcache.STATS.as_dict())
-    return {"memory": LOOPS.info(), "disk": info, "compiles": compiles}
+    return {"memory": LOOPS.info(), "disk": info, "compiles": compiles,
+            "memory_caches": {name: cache.info() for name, cache in CACHES.items()}}
 
 
 def clear_cache(memory: bool = True, disk: bool = True) -> dict:
@@ -37,8 +40,9 @@ def clear_cache(memory: bool = True, disk: bool = True) -> dict:
     """
     out = {}
     if memory:
-        out["memory"] = {"removed": len(LOOPS)}
-        LOOPS.clear()
+        out["memory"] = {"removed": sum(len(cache) for cache in CACHES.values())}
+        for cache in CACHES.values():
+            cache.clear()
     if disk:
         cache = diskcache.current()
         out["disk"] = {"path": str(cache.dir), "removed": cache.clear()}

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import sympy as sp
 
-from .dtypes import Signature, dtype_name, input_dtype_for, literal_dtype, parse_signatures
+from .dtypes import Signature, dtype_name, host_loop_dtype, input_dtype_for, literal_dtype, parse_signatures
 from .elementwise import _check_options, real_derivative
 from .errors import FormulaError, SignatureError
 from .gubuild import GuLoopRequest, compiled_guloop, gukernel_source, make_numpy_gufunc, parallel_gufunc_call
@@ -131,9 +131,9 @@ class GUFunc:
         if len(args) != self.nin:
             raise TypeError(f"{self.__name__}() takes {self.nin} argument(s) ({', '.join(self.args)}), "
                             f"got {len(args)}")
-        arrays = tuple(input_dtype_for(a) for a in args if not isinstance(a, _PY_SCALARS))
-        return tuple(literal_dtype(a, arrays) if isinstance(a, _PY_SCALARS) and arrays else input_dtype_for(a)
-                     for a in args)
+        arrays = tuple(host_loop_dtype(input_dtype_for(a)) for a in args if not isinstance(a, _PY_SCALARS))
+        return tuple(literal_dtype(a, arrays) if isinstance(a, _PY_SCALARS) and arrays
+                     else host_loop_dtype(input_dtype_for(a)) for a in args)
 
     def _resolve(self, args):
         entry = self._entry(self._call_dtypes(args))

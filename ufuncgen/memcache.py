@@ -12,12 +12,19 @@ import threading
 from collections import OrderedDict
 from typing import Callable
 
-__all__ = ["BoundedCache", "LOOPS"]
+__all__ = ["BoundedCache", "LOOPS", "CACHES"]
+
+
+# Every named cache, so ``ug.clear_cache()`` and ``ug.cache_info()`` reach all of them (the CUDA
+# backend's kernels too, once it is loaded).
+CACHES: dict = {}
 
 
 class BoundedCache:
-    def __init__(self, maxsize: int = 1024):
+    def __init__(self, maxsize: int = 1024, name: str | None = None):
         self.maxsize = maxsize
+        if name is not None:
+            CACHES[name] = self
         self._data: OrderedDict = OrderedDict()
         self._lock = threading.Lock()
         self._building: dict = {}
@@ -76,4 +83,4 @@ class BoundedCache:
 
 
 # Compiled inner loops, keyed by (canonical formula, dtypes, target, options).
-LOOPS = BoundedCache(int(os.environ.get("UFUNCGEN_MEMORY_CACHE_SIZE", "1024")))
+LOOPS = BoundedCache(int(os.environ.get("UFUNCGEN_MEMORY_CACHE_SIZE", "1024")), name="loops")

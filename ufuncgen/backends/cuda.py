@@ -51,7 +51,7 @@ TUNING = {"block": 256, "unroll": 2, "blocks_per_sm": 256, "gu_block": 256, "gu_
           "sim_block": 32, "sim_grid": 2}
 
 # Compiled kernels, keyed by (formula, launch spec, options, engine key with the compute capability).
-KERNELS = BoundedCache(int(os.environ.get("UFUNCGEN_MEMORY_CACHE_SIZE", "1024")))
+KERNELS = BoundedCache(int(os.environ.get("UFUNCGEN_MEMORY_CACHE_SIZE", "1024")), name="cuda kernels")
 
 _COMPILES = _Counter()
 _ALLOWED_KWARGS = frozenset({"out", "stream"})
