@@ -526,7 +526,7 @@ def test_cache_info_and_clear_cache(monkeypatch, tmp_path):
     cache.store("one", b"1")
     cache.store("two", b"22")
     info = ug.cache_info()
-    assert set(info) == {"memory", "disk", "compiles"}
+    assert set(info) == {"memory", "disk", "compiles", "memory_caches"}
     assert info["disk"]["path"] == str(cache.dir) and info["disk"]["enabled"] is True
     assert info["disk"]["entries"] == 2 and info["disk"]["bytes"] == 3 + 2 * diskcache._HEADER.size
     out = ug.clear_cache(memory=False)
