@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import sympy as sp
@@ -21,6 +21,7 @@ from .codegen import safe_param_names
 from .dtypes import Signature, dtype_name, host_loop_dtype, input_dtype_for, literal_dtype, parse_signatures
 from .errors import FormulaError
 from .formula import Formula, make_formula
+from .introspect import FormulaIntrospection
 
 __all__ = ["UFunc", "ufunc", "TARGETS", "OPTIONS"]
 
@@ -82,7 +83,7 @@ def _lazy_entry_point(args: tuple, table: dict, slow, name: str):
     return dispatch
 
 
-class UFunc(functools.partial):
+class UFunc(FormulaIntrospection, functools.partial):
     """A compiled formula with NumPy ufunc semantics (see ``ufuncgen.elementwise.ufunc``).
 
     It is a ``functools.partial`` so that a call reaches the compiled ``numpy.ufunc`` from C:
@@ -245,53 +246,7 @@ class UFunc(functools.partial):
     def at(self, a, indices, *b):
         return self._ufunc_for([a, *b]).at(a, indices, *b)
 
-    # ---- introspection --------------------------------------------------------------------
-    @property
-    def expr(self):
-        """The SymPy expression (a tuple of them for several outputs)."""
-        return self._formula.expr
-
-    @property
-    def formula(self) -> Formula:
-        return self._formula
-
-    @property
-    def args(self) -> tuple:
-        return self._formula.args
-
-    @property
-    def nin(self) -> int:
-        return self._formula.nin
-
-    @property
-    def nout(self) -> int:
-        return self._formula.nout
-
-    @property
-    def nargs(self) -> int:
-        return self.nin + self.nout
-
-    @property
-    def options(self) -> dict:
-        return dict(self._options)
-
-    @property
-    def signatures(self) -> list:
-        """The compiled signatures, as Numba-style strings."""
-        sigs = [str(Signature(e[2].in_dtypes, e[2].out_dtypes)) for e in self._entries.values()]
-        if self._device_impl is not None:
-            sigs += [s for s in self._device_impl.signatures() if s not in sigs]
-        return sigs
-
-    @property
-    def types(self) -> list:
-        """Compiled loops in ``numpy.ufunc.types`` form ('dd->d')."""
-        out = []
-        for e in self._entries.values():
-            loop = e[2]
-            out.append("".join(d.char for d in loop.in_dtypes) + "->" + "".join(d.char for d in loop.out_dtypes))
-        return out
-
+    # ---- introspection (the rest is in FormulaIntrospection) --------------------------------
     @property
     def ufunc(self) -> np.ufunc:
         """A real ``numpy.ufunc`` with every loop compiled so far."""
@@ -319,24 +274,23 @@ class UFunc(functools.partial):
         return {str(Signature(e[2].in_dtypes, e[2].out_dtypes)):
                 loop_llvm_ir(self._request(e[2].in_dtypes, e[2].out_dtypes), e[2]) for e in self._entries.values()}
 
-    def diff(self, name: str, n: int = 1) -> "UFunc":
+    def diff(self, name: str, n: int = 1) -> UFunc:
         """The derivative with respect to argument ``name``, compiled the same way.
 
         Arguments are taken as real (so d|x|/dx is sign(x)).
         """
-        if name not in self.args:
-            raise FormulaError(f"{name!r} is not an argument; the arguments are {', '.join(self.args)}")
+        self._check_argument(name)
         exprs = _derivatives(self._formula, name, n)
         return self._derived(exprs if self._formula.multi else exprs[0])
 
-    def grad(self) -> "UFunc":
+    def grad(self) -> UFunc:
         """All first derivatives, in argument order, as one ufunc with ``nin`` outputs."""
         if self.nout != 1:
             raise FormulaError("grad() needs a formula with one output; use diff(name) per output")
         exprs = [_derivatives(self._formula, a, 1)[0] for a in self.args]
         return self._derived(list(exprs))
 
-    def _derived(self, exprs) -> "UFunc":
+    def _derived(self, exprs) -> UFunc:
         sigs = [Signature(s.inputs, None) for s in self._sigs] or None
         formula = make_formula(exprs, self.args)
         return UFunc(formula, sigs, self.target, None, **self._options)
@@ -352,17 +306,6 @@ class UFunc(functools.partial):
         if self._formula.multi:
             rhs = f"\\left({rhs}\\right)"
         return f"{lhs} = {rhs}"
-
-    def _repr_latex_(self) -> str:
-        return f"$\\displaystyle {self._latex()}$"
-
-    def _repr_html_(self) -> str:
-        import html
-        sigs = ", ".join(self.signatures) or "none yet (compiled on first call)"
-        return (f"<div><b>ufuncgen.UFunc</b> <code>{html.escape(self.__name__)}</code><br>"
-                f"$${html.escape(self._latex())}$$"
-                f"args: <code>{html.escape(', '.join(self.args))}</code>; target: <code>{self.target}</code>; "
-                f"signatures: <code>{html.escape(sigs)}</code></div>")
 
     def __reduce__(self):
         exprs = list(self._formula.exprs) if self._formula.multi else self._formula.exprs[0]

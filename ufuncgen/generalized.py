@@ -18,7 +18,6 @@ Derivatives (``diff``/``grad``), with arguments taken as real:
 from __future__ import annotations
 
 import hashlib
-import inspect
 import threading
 from collections.abc import Sequence
 
@@ -40,6 +39,7 @@ from .indexing import (
     fresh_index,
     make_indexed_formula,
 )
+from .introspect import FormulaIntrospection
 from .parse import is_condition
 
 __all__ = ["GUFunc", "gufunc", "guvectorize"]
@@ -69,8 +69,10 @@ def _parse_gusignatures(sigs, nin: int, nout: int) -> list:
     return parse_signatures(out, nin, nout) if sigs is not None else []
 
 
-class GUFunc:
+class GUFunc(FormulaIntrospection):
     """A compiled index-notation formula with NumPy gufunc semantics (see ``ufuncgen.generalized.gufunc``)."""
+
+    _kind = "GUFunc"
 
     def __init__(self, formula: IndexedFormula, signatures=None, target: str = "cpu", name: str | None = None,
                  **options):
@@ -164,50 +166,11 @@ class GUFunc:
             return (result,)
         return result
 
-    # ---- introspection --------------------------------------------------------------------
-    @property
-    def expr(self):
-        """The SymPy expression (a tuple of them for several outputs)."""
-        return self._formula.expr
-
-    @property
-    def formula(self) -> IndexedFormula:
-        return self._formula
-
-    @property
-    def args(self) -> tuple:
-        return self._formula.args
-
-    @property
-    def nin(self) -> int:
-        return self._formula.nin
-
-    @property
-    def nout(self) -> int:
-        return self._formula.nout
-
+    # ---- introspection (the rest is in FormulaIntrospection) --------------------------------
     @property
     def layout(self) -> str:
         """NumPy's core signature, such as ``"(m,n),(n)->(m)"``."""
         return str(self._formula.layout)
-
-    @property
-    def options(self) -> dict:
-        return dict(self._options)
-
-    @property
-    def signatures(self) -> list:
-        """The compiled signatures (element types), as Numba-style strings."""
-        sigs = [str(Signature(e[2].in_dtypes, e[2].out_dtypes)) for e in self._entries.values()]
-        if self._device_impl is not None:
-            sigs += [s for s in self._device_impl.signatures() if s not in sigs]
-        return sigs
-
-    @property
-    def types(self) -> list:
-        """Compiled loops in ``numpy.ufunc.types`` form ('dd->d')."""
-        return ["".join(d.char for d in e[2].in_dtypes) + "->" + "".join(d.char for d in e[2].out_dtypes)
-                for e in self._entries.values()]
 
     @property
     def ufunc(self) -> np.ufunc:
@@ -235,8 +198,7 @@ class GUFunc:
         ``name`` may be a scalar argument, an array used elementwise, or any array when the output
         is a scalar (then the result is the gradient, with the array's core dimensions).
         """
-        if name not in self.args:
-            raise FormulaError(f"{name!r} is not an argument; the arguments are {', '.join(self.args)}")
+        self._check_argument(name)
         f = self._formula
         parts = [_derivative(e, o, k, f, name, n)
                  for k, (e, o) in enumerate(zip(f.exprs, f.out_indices, strict=True))]
@@ -279,16 +241,9 @@ class GUFunc:
             sides.append(f"\\operatorname{{{name}}}{sub}\\left({args}\\right) = {sp.latex(e)}")
         return ", \\quad ".join(sides)
 
-    def _repr_latex_(self) -> str:
-        return f"$\\displaystyle {self._latex()}$"
-
-    def _repr_html_(self) -> str:
+    def _html_details(self) -> str:
         import html
-        sigs = ", ".join(self.signatures) or "none yet (compiled on first call)"
-        return (f"<div><b>ufuncgen.GUFunc</b> <code>{html.escape(self.__name__)}</code><br>"
-                f"$${html.escape(self._latex())}$$"
-                f"layout: <code>{html.escape(self.layout)}</code>; args: <code>{html.escape(', '.join(self.args))}"
-                f"</code>; target: <code>{self.target}</code>; signatures: <code>{html.escape(sigs)}</code></div>")
+        return f"layout: <code>{html.escape(self.layout)}</code>; "
 
     def __reduce__(self):
         f = self._formula
