@@ -47,20 +47,21 @@ def _check_options(target: str, options: dict) -> dict:
 
 # The lazy entry point, generated per argument count from this fixed template (never from user
 # text; parameters are the formula's argument names where safe, else _a0, _a1, ...).  One Python
-# frame: identity checks against the dtypes of the last call, else a table lookup by dtypes.
+# frame: identity checks against the dtypes of the last call (kept as globals of the function, the
+# fastest lookup Python has), else a table lookup by dtypes.
 _DISPATCH_TEMPLATE = """
 def dispatch({params}, /, **_kw):
     try:
-        if not _kw and {same_as_last}:
-            return _last[-1]({params})
+        if {same_as_last} and not _kw:
+            return _uf({params})
         _key = ({dtypes},)
-        _uf = _table[_key]
+        _hit = _table[_key]
     except (AttributeError, KeyError, TypeError):
         return _slow(({params},), _kw)
     if _kw:
         return _slow(({params},), _kw)
-    _last[:] = _key + (_uf,)
-    return _uf({params})
+    _remember(_key, _hit)
+    return _hit({params})
 """
 _MAX_SPECIALISED_ARGS = 8
 
@@ -74,8 +75,14 @@ def _lazy_entry_point(args: tuple, table: dict, slow, name: str):
         names = safe_param_names(args)
         params = ", ".join(names)
         dtypes = ", ".join(f"{p}.dtype" for p in names)
-        same = " and ".join(f"{p}.dtype is _last[{i}]" for i, p in enumerate(names))
-        namespace = {"_table": table, "_slow": slow, "_last": [None] * (nin + 1)}
+        same = " and ".join(f"{p}.dtype is _d{i}" for i, p in enumerate(names))
+        # the last call's dtypes and loop live in the function's globals: the cheapest lookups
+        namespace = {"_table": table, "_slow": slow, "_uf": None, **{f"_d{i}": None for i in range(nin)}}
+
+        def remember(key, uf):
+            namespace.update({f"_d{i}": d for i, d in enumerate(key)}, _uf=uf)
+
+        namespace["_remember"] = remember
         source = _DISPATCH_TEMPLATE.format(params=params, dtypes=dtypes, same_as_last=same)
         exec(source, namespace)  # noqa: S102 - a fixed template filled with validated identifiers
         dispatch = namespace["dispatch"]
