@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
+from sympy.printing.precedence import precedence
 from sympy.printing.pycode import PythonCodePrinter
 
 from .dtypes import _is_true_division, _split_division, dtype_name, literal_dtype, make_typer
@@ -135,7 +136,6 @@ class KernelPrinter(PythonCodePrinter):
 
     def _print_Pow(self, e, rational=False):
         b, x = e.args
-        base = self.parenthesize(b, 1000)  # always parenthesised unless atomic
         if x == sp.S.Half:
             return f"np.sqrt({self._print(b)})"
         if x == -sp.S.Half:
@@ -143,6 +143,7 @@ class KernelPrinter(PythonCodePrinter):
         if x == sp.Rational(1, 3) and self._typer(b).kind != "c":
             return f"np.cbrt({self._print(b)})"
         if isinstance(x, sp.Integer) and 0 < abs(int(x)) <= MAX_EXPAND_POWER:
+            base = self.parenthesize(b, 1000)  # always parenthesised unless atomic
             n = abs(int(x))
             prod = base if n == 1 else "(" + "*".join([base] * n) + ")"
             return prod if int(x) > 0 else f"({self._one_like(e)} / {prod})"
@@ -174,7 +175,12 @@ class KernelPrinter(PythonCodePrinter):
             return s
         if s.replace("_", "").replace(".", "").isalnum():
             return s
-        return f"({s})" if level >= 1000 or s.startswith("-") else super().parenthesize(item, level, strict)
+        if level >= 1000 or s.startswith("-"):
+            return f"({s})"
+        # as StrPrinter.parenthesize, without printing ``item`` a second time (that doubled the
+        # work per nesting level: a Horner polynomial of degree 20 took minutes)
+        prec = precedence(item)
+        return f"({s})" if prec < level or (not strict and prec <= level) else s
 
     # ---- functions, logic -----------------------------------------------------------------
     def _print_Function(self, e):
