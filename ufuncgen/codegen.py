@@ -7,6 +7,7 @@ safe parameter names, content-hash names and ``linecache`` registration.
 """
 from __future__ import annotations
 
+import builtins
 import hashlib
 import keyword
 import linecache
@@ -18,6 +19,7 @@ import numpy as np
 import sympy as sp
 from sympy.printing.precedence import precedence
 from sympy.printing.pycode import PythonCodePrinter
+from sympy.printing.str import StrPrinter
 
 from .dtypes import _is_true_division, _split_division, dtype_name, literal_dtype, make_typer
 from .errors import FormulaError
@@ -27,8 +29,9 @@ __all__ = ["KernelSource", "generate_kernel", "register_source", "safe_param_nam
 
 MAX_EXPAND_POWER = 8  # x**n with |n| <= this becomes multiplications
 
-_RESERVED = frozenset({"np", "math", "cmath", "numba", "numpy", "kernel", "nan", "inf"} | set(dir(__builtins__)
-                      if isinstance(__builtins__, dict) else dir(__import__("builtins"))))
+# Names a parameter must not take: modules and names the generated source uses, every builtin
+# (the kernel calls float() and complex()), and Numba's own module names.
+_RESERVED = frozenset({"np", "math", "cmath", "numba", "numpy", "kernel", "nan", "inf"} | set(dir(builtins)))
 
 
 def _safe(name: str) -> bool:
@@ -37,7 +40,12 @@ def _safe(name: str) -> bool:
 
 
 def safe_param_names(args: tuple) -> tuple:
-    """User names where they are plain identifiers; ``_a{i}`` where a name could shadow anything."""
+    """User names where they are plain identifiers; ``_a{i}`` where a name could shadow anything.
+
+    This is the only way a user string reaches generated source: as an ASCII identifier that is
+    no keyword, builtin or name the kernel uses, and that does not start with ``_`` (our own
+    names ``_a{i}``, ``_c{i}``, ``_t{i}`` all do, so they cannot collide).
+    """
     return tuple(a if _safe(a) else f"_a{i}" for i, a in enumerate(args))
 
 
@@ -76,13 +84,13 @@ class KernelPrinter(PythonCodePrinter):
             info = np.iinfo(dt)
             if not info.min <= ival <= info.max:
                 dt = np.dtype(np.float64)
-                value = float(ival)
+                value = _to_float(ival)
             else:
                 value = ival
         elif dt.kind == "f":
-            value = float(value)
+            value = _to_float(value)
         else:
-            value = complex(value)
+            value = value if isinstance(value, complex) else complex(_to_float(value))
         key = (dt.name, _value_text(value))
         name = self._consts.get(key)
         if name is None:
@@ -253,6 +261,14 @@ for _cls in BY_SYMPY:
         setattr(KernelPrinter, "_print_" + _cls.__name__, KernelPrinter._print_Function)
 
 
+def _to_float(value) -> float:
+    """float(value), refusing exact numbers beyond float64 (NumPy raises OverflowError for them too)."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise FormulaError(f"the constant {str(value)[:40]}... does not fit in float64") from None
+
+
 def _value_text(value) -> str:
     """Python text for a constant value, valid for nan and inf too."""
     if isinstance(value, complex):
@@ -294,8 +310,33 @@ def _atomize_powers(assignments, exprs, new_symbol):
     return out_assign, exprs
 
 
+class _CommentPrinter(StrPrinter):
+    """The formula for the kernel's header comment, with each symbol under its parameter name
+    (so a symbol named, say, "x\\nimport os" never reaches the source, not even a comment)."""
+
+    def __init__(self, names: dict):
+        super().__init__({"order": "none"})
+        self._names = names
+
+    def _print_Symbol(self, s):
+        return self._names.get(s, "_")
+
+
+def _comment_text(formula, names: dict) -> str:
+    text = ", ".join(_CommentPrinter(names).doprint(e) for e in formula.exprs)
+    text = f"[{text}]" if formula.multi else text
+    return text[:200]
+
+
 def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = True) -> KernelSource:
     """The source of ``def kernel(<args>): return <expr(s)>`` for one dtype combination."""
+    try:
+        return _generate_kernel(formula, in_dtypes, out_dtypes, cse)
+    except RecursionError:
+        raise FormulaError("the formula is nested too deeply to generate its kernel") from None
+
+
+def _generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool) -> KernelSource:
     names = safe_param_names(formula.args)
     exprs = list(formula.exprs)
     sym_names = {s: n for s, n in zip(formula.symbols, names)}
@@ -323,7 +364,7 @@ def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = Tr
     body.append(f"    return {ret}")
     outs = ", ".join(map(dtype_name, out_dtypes))
     sig = f"{outs if len(out_dtypes) == 1 else '(' + outs + ')'}({', '.join(map(dtype_name, in_dtypes))})"
-    header = [f"# ufuncgen kernel for {str(formula)[:200]!r}".replace("\n", " "), f"# signature: {sig}",
+    header = [f"# ufuncgen kernel for {_comment_text(formula, sym_names)!r}", f"# signature: {sig}",
               "import math", "import numpy as np", ""]
     for (dt, val), name in sorted(consts.items(), key=lambda kv: int(kv[1][2:])):
         header.append(f"{name} = np.{dt}({val})")
@@ -359,6 +400,10 @@ def load_kernel(src: KernelSource):
     """Turn generated source (never user text) into a Python function."""
     register_source(src)
     namespace: dict = {"__name__": f"ufuncgen_kernel_{src.digest}"}
-    code = compile(src.text, src.filename, "exec")
+    try:
+        code = compile(src.text, src.filename, "exec")
+    except (SyntaxError, RecursionError, MemoryError) as err:  # e.g. more than 200 nested parentheses
+        raise FormulaError(f"the formula is nested too deeply to compile ({type(err).__name__}: "
+                           f"{getattr(err, 'msg', err)})") from None
     exec(code, namespace)  # noqa: S102 - our own generated source, see module docstring
     return namespace[src.func_name]
