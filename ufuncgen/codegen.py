@@ -256,8 +256,9 @@ class KernelPrinter(PythonCodePrinter):
 
 # SymPy's PythonCodePrinter prints known functions (sin, exp, ...) itself; route every class of
 # the function table through our table instead, in one loop.
+# A printer the class defines itself (_print_floor: integer floor division) is kept.
 for _cls in BY_SYMPY:
-    if BY_SYMPY[_cls].code is not None:
+    if BY_SYMPY[_cls].code is not None and "_print_" + _cls.__name__ not in KernelPrinter.__dict__:
         setattr(KernelPrinter, "_print_" + _cls.__name__, KernelPrinter._print_Function)
 
 
