@@ -148,8 +148,6 @@ class KernelPrinter(PythonCodePrinter):
             return f"np.sqrt({self._print(b)})"
         if x == -sp.S.Half:
             return f"({self._one_like(e)} / np.sqrt({self._print(b)}))"
-        if x == sp.Rational(1, 3) and self._typer(b).kind != "c":
-            return f"np.cbrt({self._print(b)})"
         if isinstance(x, sp.Integer) and 0 < abs(int(x)) <= MAX_EXPAND_POWER:
             base = self.parenthesize(b, 1000)  # always parenthesised unless atomic
             n = abs(int(x))
@@ -157,6 +155,12 @@ class KernelPrinter(PythonCodePrinter):
             return prod if int(x) > 0 else f"({self._one_like(e)} / {prod})"
         if x == 0:
             return self._const(1, self._typer(e))
+        if self._typer(b).kind in "iub" and (isinstance(x, sp.Integer) and int(x) > 0
+                                             or not x.is_Number and self._typer(x).kind in "iub"):
+            # integer ** integer stays exact, wrapping as NumPy's does (Numba's np.power on
+            # integers goes through float: 3**40 came out 33 too large)
+            xs = self._const(int(x), self._typer(e)) if x.is_Number else self.parenthesize(x, 1000)
+            return f"({self.parenthesize(b, 1000)} ** {xs})"
         if isinstance(x, sp.Integer) and int(x) < 0:
             return f"({self._one_like(e)} / np.power({self._print(b)}, {self._const(-int(x), self._typer(b))}))"
         if x.is_Number:
