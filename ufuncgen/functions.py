@@ -114,7 +114,7 @@ FUNCTIONS: tuple[Fn, ...] = (
     _F("log10", [], [1], cf.log10, [cf.log10], "np.log10({0})", FLOAT, False, np.log10, (0.01, 10.0), "base-10 logarithm"),
     _F("log1p", [], [1], cf.log1p, [cf.log1p], "np.log1p({0})", FLOAT, False, np.log1p, (-0.9, 10.0), "log(1 + x), accurate near 0"),
     _F("sqrt", [], [1], sp.sqrt, [], None, FLOAT, True, np.sqrt, (0.0, 10.0), "square root"),
-    _F("cbrt", [], [1], cf.Cbrt, [], None, FLOAT, False, np.cbrt, doc="real cube root"),
+    _F("cbrt", [], [1], cf.Cbrt, [cf.Cbrt], "np.cbrt({0})", FLOAT, False, np.cbrt, doc="real cube root"),
     _F("hypot", [], [2], cf.hypot, [cf.hypot], "np.hypot({0}, {1})", FLOAT, False, np.hypot, doc="sqrt(x**2 + y**2) without overflow"),
     _F("pow", ["power"], [2], sp.Pow, [], None, SAME, True, np.power, (0.1, 3.0), "x**y"),
     _F("Abs", ["abs", "absolute", "fabs"], [1], sp.Abs, [sp.Abs], "np.abs({0})", REAL, True, np.abs, doc="absolute value (modulus for complex)"),
