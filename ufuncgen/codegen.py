@@ -142,17 +142,29 @@ class KernelPrinter(PythonCodePrinter):
     def _one_like(self, e):
         return self._const(1, self._typer(e) if self._typer(e).kind in "fc" else np.dtype(np.float64))
 
+    def _divide(self, e, num: str, den: str) -> str:
+        """num / den; for complex results NumPy's division (Numba's '/' raises on a zero
+        denominator, and the loop cannot report it: 1/0j gave 0 where NumPy gives inf+nanj)."""
+        return f"np.divide({num}, {den})" if self._typer(e).kind == "c" else f"({num} / {den})"
+
+    def _print_Mul(self, e):
+        den = [a.args[0] for a in e.args if isinstance(a, sp.Pow) and a.args[1] == -1]
+        if not den or self._typer(e).kind != "c":
+            return super()._print_Mul(e)
+        num = sp.Mul(*[a for a in e.args if not (isinstance(a, sp.Pow) and a.args[1] == -1)])
+        return self._divide(e, self._print(num), self._print(sp.Mul(*den)))
+
     def _print_Pow(self, e, rational=False):
         b, x = e.args
         if x == sp.S.Half:
             return f"np.sqrt({self._print(b)})"
         if x == -sp.S.Half:
-            return f"({self._one_like(e)} / np.sqrt({self._print(b)}))"
+            return self._divide(e, self._one_like(e), f"np.sqrt({self._print(b)})")
         if isinstance(x, sp.Integer) and 0 < abs(int(x)) <= MAX_EXPAND_POWER:
             base = self.parenthesize(b, 1000)  # always parenthesised unless atomic
             n = abs(int(x))
             prod = base if n == 1 else "(" + "*".join([base] * n) + ")"
-            return prod if int(x) > 0 else f"({self._one_like(e)} / {prod})"
+            return prod if int(x) > 0 else self._divide(e, self._one_like(e), prod)
         if x == 0:
             return self._const(1, self._typer(e))
         if self._typer(b).kind in "iub" and (isinstance(x, sp.Integer) and int(x) > 0
@@ -162,7 +174,8 @@ class KernelPrinter(PythonCodePrinter):
             xs = self._const(int(x), self._typer(e)) if x.is_Number else self.parenthesize(x, 1000)
             return f"({self.parenthesize(b, 1000)} ** {xs})"
         if isinstance(x, sp.Integer) and int(x) < 0:
-            return f"({self._one_like(e)} / np.power({self._print(b)}, {self._const(-int(x), self._typer(b))}))"
+            return self._divide(e, self._one_like(e),
+                                f"np.power({self._print(b)}, {self._const(-int(x), self._typer(b))})")
         if x.is_Number:
             xt = self._typer(e)
             xt = np.dtype(np.float32 if xt in (np.float32, np.complex64) else np.float64) if x.is_real else xt
