@@ -255,10 +255,12 @@ def _check_class(node, allowed: tuple, extra: tuple, text) -> None:
     cls = type(node)
     if extra and isinstance(node, extra):
         return
-    if isinstance(node, allowed) and cls.__module__.split(".")[0] in _OUR_MODULES:
+    module = str(getattr(cls, "__module__", None))  # None for classes SymPy makes on the fly (f = Function('f'))
+    ours = module.split(".")[0] in _OUR_MODULES
+    if ours and isinstance(node, allowed):
         return
     name = getattr(cls, "__name__", str(cls))
-    where = "" if cls.__module__.split(".")[0] in _OUR_MODULES else f" (a class from {cls.__module__})"
+    where = "" if ours else f" (a class from {module})"
     raise FormulaError(f"{name}{where} is not supported in a formula "
                        f"(supported functions: see ufuncgen.functions.FUNCTIONS)", text)
 

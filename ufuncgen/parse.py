@@ -14,6 +14,7 @@ import difflib
 import keyword
 import unicodedata
 
+import numpy as np
 import sympy as sp
 from sympy.core.relational import Relational
 from sympy.logic.boolalg import BooleanAtom, BooleanFunction
@@ -346,15 +347,31 @@ class FormulaParser:
         if type(op) not in _BINOPS or _FAMILY.get(type(op)):
             raise self.error(f"operator {type(op).__name__} is not allowed", node)
         a, b = self._arith(a, node.left), self._arith(b, node.right)
-        if isinstance(op, ast.FloorDiv):
+        if isinstance(op, (ast.FloorDiv, ast.Mod)):
             if b == 0:
-                raise self.error("division by zero", node)
-            return self._settle(self._number_guard(lambda: sp.floor(a / b), node), node)
-        if isinstance(op, ast.Mod):
-            if b == 0:
-                raise self.error("modulo by zero", node)
-            return self._settle(self._number_guard(lambda: sp.Mod(a, b), node), node)
+                raise self.error("division by zero" if isinstance(op, ast.FloorDiv) else "modulo by zero", node)
+            if self._inexact_constants(a, b):
+                f = np.floor_divide if isinstance(op, ast.FloorDiv) else np.mod
+                return self._fold([a, b], f, node)
+            make = (lambda: sp.floor(a / b)) if isinstance(op, ast.FloorDiv) else (lambda: sp.Mod(a, b))
+            return self._settle(self._number_guard(make, node), node)
         return self._power(a, b, node)
+
+    @staticmethod
+    def _inexact_constants(*args) -> bool:
+        """Constants, not all exact: integer parts of these are taken in float64 (SymPy's exact
+        integer part of exp(700) or sin(1)*10**300 exhausts its precision, even when printing)."""
+        return all(a.is_number for a in args) and not all(isinstance(a, sp.Rational) for a in args)
+
+    def _fold(self, args, f, node):
+        """f(*args) in float64 / complex128, as the kernel computes it."""
+        vals = [float_value(a, self._values) for a in args]
+        if any(v is None or isinstance(v, (bool, complex)) for v in vals):
+            raise self.error("this needs real numbers", node)
+        with np.errstate(all="ignore"):
+            out = f(*[np.float64(v) for v in vals])
+        folded = to_sympy_number(float(out))
+        return folded
 
     def _power(self, a, b, node):
         """a**b with every number SymPy would compute bounded first."""
@@ -514,6 +531,8 @@ class FormulaParser:
             return self._power(args[0], args[1], node)
         if fn.name == "sqrt":
             return self._power(args[0], sp.S.Half, node)
+        if fn.name in ("floor", "ceiling") and self._inexact_constants(*args):
+            return self._fold(args, np.floor if fn.name == "floor" else np.ceil, node)
         try:
             if isinstance(fn.build, type) and all(a.is_number for a in args):
                 # do not let SymPy evaluate e.g. gamma(10**9) exactly: the kernel computes it
