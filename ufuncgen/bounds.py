@@ -19,7 +19,7 @@ import numpy as np
 import sympy as sp
 from sympy.codegen import cfunctions as cf
 from sympy.core.relational import Relational
-from sympy.logic.boolalg import BooleanAtom
+from sympy.logic.boolalg import ITE, BooleanAtom
 
 from .errors import FormulaError
 from .functions import BY_SYMPY
@@ -49,6 +49,7 @@ ALLOWED_CORE: tuple[type, ...] = (
     sp.core.numbers.NegativeInfinity, sp.core.numbers.ImaginaryUnit, sp.core.numbers.Pi,
     sp.core.numbers.Exp1, sp.Add, sp.Mul, sp.Pow, sp.Mod, Relational, sp.And, sp.Or, sp.Not,
     BooleanAtom, sp.Piecewise, sp.functions.elementary.piecewise.ExprCondPair, cf.Cbrt,
+    ITE,  # SymPy turns where(where(x > y, y, z) > 0, ...) into a condition ITE(x > y, y > 0, z > 0)
 )
 _OUR_MODULES = ("sympy", "ufuncgen")
 
@@ -183,6 +184,8 @@ def _value(e, memo):
         return any(vals)
     if isinstance(e, sp.Not):
         return not vals[0]
+    if isinstance(e, ITE):
+        return vals[1] if vals[0] else vals[2]
     f = _SPECIAL.get(type(e))
     if f is not None:
         if any(isinstance(v, np.complexfloating) for v in vals):

@@ -76,6 +76,8 @@ class KernelPrinter(PythonCodePrinter):
     def _print_Symbol(self, s):
         return self._names[s]
 
+    _print_Dummy = _print_Symbol  # temporaries and hidden constants
+
     def _const(self, value, dt: np.dtype) -> str:
         if dt.kind == "b":
             return "True" if value else "False"
@@ -306,6 +308,37 @@ def _balanced(s: str) -> bool:
     return depth == 0
 
 
+def _unevaluated_constant(node) -> bool:
+    """A constant SymPy would compute if the node were built again: a function of numbers, or a
+    power of numbers the parser left unevaluated (the exponent is not a small rational)."""
+    if not (isinstance(node, (sp.Function, sp.Pow)) and node.is_number):
+        return False
+    return isinstance(node, sp.Function) or not (node.exp.is_Rational and abs(node.exp) <= 64)
+
+
+def _hide_constants(exprs):
+    """Stand a Dummy in for each unevaluated constant (gamma(21089259), re(3)**-(2**1000)):
+    cse rebuilds every node it visits, and SymPy evaluates these while rebuilding them (a
+    factorial of 21 million).  They are printed back as they were."""
+    hidden: dict = {}
+    found: dict = {}
+    for e in exprs:
+        stack = [e]
+        while stack:
+            node = stack.pop()
+            if node.is_Atom or node in found:
+                continue
+            if _unevaluated_constant(node):
+                found[node] = sp.Dummy(f"_k{len(found)}")
+                continue
+            stack.extend(node.args)
+    if not found:
+        return exprs, hidden
+    for const, k in found.items():
+        hidden[k] = const
+    return [e.xreplace(found) for e in exprs], hidden
+
+
 def _atomize_powers(assignments, exprs, new_symbol):
     """Give compound bases of small integer powers a temporary, so x*x repeats a name, not a formula."""
     out_assign = []
@@ -356,12 +389,12 @@ def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = Tr
 
 def _generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool) -> KernelSource:
     names = safe_param_names(formula.args)
-    exprs = list(formula.exprs)
+    exprs, hidden = _hide_constants(list(formula.exprs))
     sym_names = {s: n for s, n in zip(formula.symbols, names)}
     counter = iter(range(10 ** 9))
 
-    def new_symbol():
-        return sp.Symbol(f"_t{next(counter)}")
+    def new_symbol():  # a Dummy: a SymPy input symbol that happens to be named _t0 is another symbol
+        return sp.Dummy(f"_t{next(counter)}")
 
     if cse:
         assignments, exprs = sp.cse(exprs, symbols=(new_symbol() for _ in iter(int, 1)), order="none")
@@ -369,11 +402,15 @@ def _generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool) ->
         assignments = []
     assignments, exprs = _atomize_powers(assignments, exprs, new_symbol)
     typer = make_typer(formula.symbols, tuple(in_dtypes))
+    for k, const in hidden.items():
+        typer.sym[k] = typer(const)
     for sym, val in assignments:  # temps take the dtype of their value
         typer.sym[sym] = typer(val)
         sym_names[sym] = sym.name
     consts: dict = {}
     printer = KernelPrinter(sym_names, typer, consts)
+    for k, const in hidden.items():  # a call or np.power(...): atomic where the Dummy stood
+        sym_names[k] = printer._print(const)
     body = []
     for sym, val in assignments:
         body.append(f"    {sym.name} = {printer.doprint(val)}")

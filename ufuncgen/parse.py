@@ -304,7 +304,7 @@ class FormulaParser:
         for link, sub, v in operands:
             v = self._arith(v, sub)
             div = link is not None and isinstance(link.op, ast.Div)
-            if div and v == 0:
+            if div and v.is_zero:
                 raise self.error("division by zero", link)
             for f in sp.Mul.make_args(v):
                 if f.is_Number:
@@ -321,14 +321,16 @@ class FormulaParser:
                         if root_bits[e] > self.limits.max_const_bits:
                             raise self.error(f"constant is too large (a root of about {root_bits[e]:.0f} bits; the "
                                              f"limit is {self.limits.max_const_bits})", link or node)
-            factors.append(self._number_guard(lambda: 1 / v, link) if div else v)
-        # SymPy's a*b distributes a number over a sum ("2*(x+1)" is 2*x + 2); do as a + b + ... would
-        head, i = factors[0], 1
+            factors.append((self._number_guard(lambda: 1 / v, link) if div else v, v if div else None))
+        # SymPy's a*b distributes a number over a sum ("2*(x+1)" is 2*x + 2), and divides two
+        # Floats directly: do as the operators one by one would while that can happen
+        head, i = factors[0][0], 1
         while i < len(factors) and (head.is_Number or head.is_Add):
-            head = self._number_guard(lambda: head * factors[i], node)
+            f, divisor = factors[i]
+            head = self._number_guard(lambda: head / divisor if divisor is not None else head * f, node)
             i += 1
         if i < len(factors):
-            head = self._number_guard(lambda: sp.Mul(head, *factors[i:]), node)
+            head = self._number_guard(lambda: sp.Mul(head, *[f for f, _d in factors[i:]]), node)
         return self._settle(head, node)
 
     def _logic(self, operands, family):
@@ -348,7 +350,7 @@ class FormulaParser:
             raise self.error(f"operator {type(op).__name__} is not allowed", node)
         a, b = self._arith(a, node.left), self._arith(b, node.right)
         if isinstance(op, (ast.FloorDiv, ast.Mod)):
-            if b == 0:
+            if b.is_zero:
                 raise self.error("division by zero" if isinstance(op, ast.FloorDiv) else "modulo by zero", node)
             if self._inexact_constants(a, b):
                 f = np.floor_divide if isinstance(op, ast.FloorDiv) else np.mod
@@ -377,7 +379,7 @@ class FormulaParser:
         """a**b with every number SymPy would compute bounded first."""
         limit = self.limits.max_const_bits
         if a.is_number and b.is_number:
-            if a == 0 and b.is_extended_negative:
+            if a.is_zero and b.is_extended_negative:
                 raise self.error("zero to a negative power in a constant", node)
             if not isinstance(b, (sp.Rational, sp.Float)) or not isinstance(a, (sp.Rational, sp.Float)):
                 if not (isinstance(b, sp.Integer) and abs(int(b)) <= 64):
@@ -533,17 +535,22 @@ class FormulaParser:
             return self._power(args[0], sp.S.Half, node)
         if fn.name in ("floor", "ceiling") and self._inexact_constants(*args):
             return self._fold(args, np.floor if fn.name == "floor" else np.ceil, node)
+        if fn.name in ("Min", "Max") and any(a is sp.nan for a in args):
+            return sp.nan  # NumPy's minimum and maximum propagate NaN (SymPy refuses to compare it)
+        if fn.name == "log" and all(a.is_number for a in args):
+            # unevaluated, as other functions of constants (SymPy's log(0) is zoo; the kernel's is -inf)
+            logs = [sp.log(a, evaluate=False) for a in args]
+            out = logs[0] if len(logs) == 1 else self._number_guard(lambda: logs[0] / logs[1], node)
+            return self._settle(out, node)
         try:
             if isinstance(fn.build, type) and all(a.is_number for a in args):
                 # do not let SymPy evaluate e.g. gamma(10**9) exactly: the kernel computes it
                 out = fn.build(*args, evaluate=False)
             else:
-                out = self._number_guard(lambda: fn.build(*args), node)
-        except FormulaError:
-            raise
-        except (TypeError, ValueError, ArithmeticError) as err:
-            raise self.error(f"invalid call of {name}: {err}"[:300], node) from None
-        return self._settle(out, node)
+                out = fn.build(*args)
+        except (TypeError, ValueError, ArithmeticError, RecursionError) as err:
+            raise self.error(f"invalid call of {name}: {type(err).__name__}: {err}"[:300], node) from None
+        return self._settle(self._number_guard(lambda: out, node), node)
 
     def _value(self, v, node):
         if is_condition(v):
