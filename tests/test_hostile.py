@@ -221,8 +221,9 @@ def test_constants_are_not_evaluated_by_code_generation():
         f = ug.ufunc("x * loggamma(21089259) + gamma(3)**x")
         got = f(np.array([1.0, 2.0]))
     np.testing.assert_allclose(got, np.array([1.0, 2.0]) * math.lgamma(21089259) + 2.0 ** np.array([1.0, 2.0]))
-    big = 2 ** 1023
-    refused(ug.ufunc, f"re(1115671) ** -{big} + x", signatures="float64(float64)")
+    with time_limit(20), np.errstate(over="ignore"):  # rebuilt, re(1115671)**-(2**1023) was an exact power
+        g = ug.ufunc(f"re(1115671) ** -{2 ** 1023} + x", signatures="float64(float64)")
+        np.testing.assert_array_equal(g(np.array([1.5])), np.array([1.5]) + 1115671.0 ** -float(2 ** 1023))
 
 
 @pytest.mark.parametrize("text", ["log(2**4000) * x", "sin(10**1000) * x", "sqrt(2**4000) * x"])
