@@ -62,7 +62,7 @@ def _log2(n: int) -> float:
 def _float_log2(f: sp.Float) -> float:
     """|log2| of a SymPy Float's magnitude, from its binary exponent (no arithmetic on the value)."""
     _sign, man, exp, bc = f._mpf_
-    return abs(exp + bc - 1) if man else 0.0
+    return float(min(abs(exp + bc - 1), 10 ** 300)) if man else 0.0
 
 
 def number_bits(n) -> float:

@@ -18,6 +18,7 @@ import numpy as np
 import sympy as sp
 from sympy.core.relational import Relational
 from sympy.logic.boolalg import BooleanAtom, BooleanFunction
+from sympy.printing.str import StrPrinter
 
 from .bounds import ALLOWED_CORE, LIMITS, Limits, check_tree, float_value, number_bits, raise_bits, to_sympy_number
 from .errors import FormulaError
@@ -54,7 +55,7 @@ _REJECTED = {
     ast.Slice: "slices are not allowed",
 }
 
-_ARITH_ERRORS = (ArithmeticError, ValueError, MemoryError, RecursionError)
+_ARITH_ERRORS = (ArithmeticError, ValueError, MemoryError, RecursionError, NotImplementedError)
 
 
 def check_name(name: str, formula: str | None = None, col: int | None = None, limits: Limits = LIMITS) -> str:
@@ -385,7 +386,8 @@ class FormulaParser:
                 if not (isinstance(b, sp.Integer) and abs(int(b)) <= 64):
                     # pi**(10**9), (2+3j)**(10**7), 2**sin(1): SymPy keeps it; we keep it unevaluated
                     return self._settle(sp.Pow(a, b, evaluate=False), node)
-            elif isinstance(a, sp.Rational) and not isinstance(b, sp.Integer) and number_bits(a) > 64:
+            elif isinstance(a, sp.Rational) and isinstance(b, sp.Rational) and not isinstance(b, sp.Integer) \
+                    and number_bits(a) > 64:
                 # a root of a large exact number: SymPy would factor it
                 return self._settle(sp.Pow(a, b, evaluate=False), node)
         if isinstance(b, (sp.Rational, sp.Float)):
@@ -403,6 +405,7 @@ class FormulaParser:
             raise self.error(f"constant arithmetic failed: {type(err).__name__}", node) from None
         except TypeError as err:
             raise self.error(f"invalid arithmetic: {err}"[:200], node) from None
+        out = _float64_range(out)
         n = out
         if isinstance(out, sp.Mul):
             n = out.as_coeff_Mul()[0]
@@ -418,14 +421,18 @@ class FormulaParser:
     def _settle(self, out, node):
         """Keep a symbolic constant (pi/4, log(2)) exact while float64 holds it; else fold it.
 
-        ``exp(exp(1000))`` or ``gamma(10**9)`` cannot be kept symbolic safely: a later floor or
-        comparison would make SymPy compute its integer part.  Such a constant becomes the float64
-        value the compiled kernel would compute (inf, -inf or nan).  It is an error instead where
-        the constant is complex, or where one of its exact numbers is itself beyond float64
-        (``log(2**4000)``: the kernel could not compute it).
+        ``exp(exp(1000))`` or ``gamma(10**9)`` cannot be kept symbolic safely: a later floor,
+        comparison or even ``is_zero`` makes SymPy evaluate it to ever higher precision.  Such a
+        constant becomes the float64 value the compiled kernel would compute (inf, -inf or nan).
+        It is an error where the constant is complex and not finite, or where it holds an exact
+        number beyond float64 (``log(2**4000)``: the kernel could not hold 2**4000 either).
         """
         if isinstance(out, (sp.Number, BooleanAtom)) or is_condition(out) or not out.is_number:
             return out
+        for a in out.atoms(sp.Rational, sp.Float):
+            if not abs(float(a)) < float("inf"):
+                raise self.error(f"the constant {_show(out)} needs the number {_show(a, 30)}, which does "
+                                 "not fit in float64", node)
         v = float_value(out, self._values)
         if v is None or isinstance(v, bool):
             return out
@@ -434,14 +441,9 @@ class FormulaParser:
                 return out
         elif abs(v) < float("inf"):
             return out
-        for a in out.atoms(sp.Rational, sp.Float):
-            if not abs(float(a)) < float("inf"):
-                # log(2**4000) is finite, but the kernel cannot hold 2**4000: no silent inf here
-                raise self.error(f"the constant {str(out)[:60]} needs the number {str(a)[:30]}, which does "
-                                 "not fit in float64", node)
         folded = to_sympy_number(v)
         if folded is None:
-            raise self.error(f"the constant {str(out)[:60]} does not fit in complex128", node)
+            raise self.error(f"the constant {_show(out)} does not fit in complex128", node)
         return folded
 
     def _arith(self, v, node):
@@ -480,6 +482,8 @@ class FormulaParser:
     def _compare(self, cls, left, right, node):
         """A comparison; one of two constants that are not both exact is decided in float64,
         as the kernel would (SymPy would otherwise evaluate them to ever higher precision)."""
+        if left is sp.nan or right is sp.nan:  # IEEE: only != holds (SymPy raises 'Invalid NaN comparison')
+            return sp.true if cls is sp.Ne else sp.false
         if left.is_number and right.is_number and not (isinstance(left, sp.Rational)
                                                        and isinstance(right, sp.Rational)):
             v = float_value(cls(left, right, evaluate=False), self._values)
@@ -490,7 +494,7 @@ class FormulaParser:
                 raise self.error("complex numbers cannot be ordered (compare their real parts or abs)", node)
         try:
             return cls(left, right)
-        except TypeError as err:
+        except (TypeError, NotImplementedError) as err:
             raise self.error(f"cannot compare these: {err}"[:200], node) from None
 
     def visit_IfExp(self, node):
@@ -535,6 +539,9 @@ class FormulaParser:
             return self._power(args[0], sp.S.Half, node)
         if fn.name in ("floor", "ceiling") and self._inexact_constants(*args):
             return self._fold(args, np.floor if fn.name == "floor" else np.ceil, node)
+        if not fn.complex_ok and any(a.is_number and isinstance(float_value(a, self._values), complex)
+                                     for a in args):
+            raise self.error(f"{name}() does not take complex arguments", node)
         if fn.name in ("Min", "Max") and any(a is sp.nan for a in args):
             return sp.nan  # NumPy's minimum and maximum propagate NaN (SymPy refuses to compare it)
         if fn.name == "log" and all(a.is_number for a in args):
@@ -548,7 +555,7 @@ class FormulaParser:
                 out = fn.build(*args, evaluate=False)
             else:
                 out = fn.build(*args)
-        except (TypeError, ValueError, ArithmeticError, RecursionError) as err:
+        except (TypeError, ValueError, ArithmeticError, RecursionError, NotImplementedError) as err:
             raise self.error(f"invalid call of {name}: {type(err).__name__}: {err}"[:300], node) from None
         return self._settle(self._number_guard(lambda: out, node), node)
 
@@ -571,6 +578,28 @@ class FormulaParser:
             return sp.Piecewise(*pairs)
         except (TypeError, ValueError) as err:
             raise self.error(f"invalid Piecewise: {err}"[:300], node) from None
+
+
+def _float64_range(out):
+    """A Float beyond float64 (1e300*1e300, alone or as a coefficient) becomes what float64
+    arithmetic gives, inf or 0.0: SymPy's Floats have unbounded exponents, which its evalf
+    (behind is_zero, comparisons, printing) cannot always handle."""
+    if isinstance(out, sp.Float):
+        return to_sympy_number(float(out)) if number_bits(out) > 1000 else out
+    if isinstance(out, (sp.Mul, sp.Add)):
+        c, rest = out.as_coeff_Mul() if isinstance(out, sp.Mul) else out.as_coeff_Add()
+        if isinstance(c, sp.Float) and number_bits(c) > 1000:
+            c = to_sympy_number(float(c))
+            return c * rest if isinstance(out, sp.Mul) else c + rest
+    return out
+
+
+def _show(e, n: int = 60) -> str:
+    """Text for an error message, printed without term ordering (which may evaluate numbers)."""
+    try:
+        return StrPrinter({"order": "none"}).doprint(e)[:n]
+    except Exception:  # noqa: BLE001 - only a message
+        return type(e).__name__
 
 
 _ALLOWED = ALLOWED_CORE + tuple(BY_SYMPY)
