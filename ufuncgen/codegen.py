@@ -173,8 +173,19 @@ class KernelPrinter(PythonCodePrinter):
                                              or not x.is_Number and self._typer(x).kind in "iub"):
             # integer ** integer stays exact, wrapping as NumPy's does (Numba's np.power on
             # integers goes through float: 3**40 came out 33 too large)
-            xs = self._const(int(x), self._typer(e)) if x.is_Number else self.parenthesize(x, 1000)
-            return f"({self.parenthesize(b, 1000)} ** {xs})"
+            base = self.parenthesize(b, 1000)
+            if x.is_Number:
+                return f"({base} ** {self._const(int(x), self._typer(e))})"
+            xs = self.parenthesize(x, 1000)
+            if self._typer(x).kind != "i":
+                return f"({base} ** {xs})"
+            # NumPy refuses a negative integer power of an integer; the kernel cannot raise, so it
+            # gives the integer part of the real result: 0, or +-1 for a base of +-1 (Numba's own
+            # power gave INT_MIN for 0**-1)
+            dt = self._typer(e)
+            one, zero, two, m1 = (self._const(v, dt) for v in (1, 0, 2, -1))
+            neg = f"({one} if {base} == {one} else (({one} - ({xs} % {two}) * {two}) if {base} == {m1} else {zero}))"
+            return f"(({base} ** {xs}) if {xs} >= {zero} else {neg})"
         if isinstance(x, sp.Integer) and int(x) < 0:
             return self._divide(e, self._one_like(e),
                                 f"np.power({self._print(b)}, {self._const(-int(x), self._typer(b))})")
@@ -191,7 +202,12 @@ class KernelPrinter(PythonCodePrinter):
     def _print_floor(self, e):
         if _is_true_division(e.args[0]):
             num, den = _split_division(e.args[0])
-            return f"({self.parenthesize(num, 1000)} // {self.parenthesize(den, 1000)})"
+            n, d = self.parenthesize(num, 1000), self.parenthesize(den, 1000)
+            dt = self._typer(e)
+            if dt.kind == "i" and not den.is_Number:
+                # INT_MIN // -1: NumPy wraps to INT_MIN, Numba's // gives 0; x // -1 is -x, wrapping
+                return f"((-{n}) if {d} == {self._const(-1, dt)} else ({n} // {d}))"
+            return f"({n} // {d})"
         return f"np.floor({self._print(e.args[0])})"
 
     def parenthesize(self, item, level, strict=False):
