@@ -232,6 +232,20 @@ class KernelPrinter(PythonCodePrinter):
             raise FormulaError(f"{type(e).__name__} cannot be compiled")
         return fn.code.format(*[self._print(a) for a in e.args])
 
+    def _print_fmod(self, e):
+        a, b = e.args
+        dt = self._typer(e)
+        if dt.kind not in "iub":
+            return f"np.fmod({self._print(a)}, {self._print(b)})"
+        # Numba's np.fmod of signed integers is wrong (fmod(6, -4) gave 6, fmod(-7, 3) gave 0):
+        # C's remainder from Python's, which has the sign of the divisor instead of the dividend
+        pa, pb = self.parenthesize(a, 1000), self.parenthesize(b, 1000)
+        if dt.kind != "i":
+            return f"({pa} % {pb})"
+        zero = self._const(0, dt)
+        r = f"({pa} % {pb})"
+        return f"(({r} - {pb}) if ({r} != {zero} and (({r} < {zero}) != ({pa} < {zero}))) else {r})"
+
     def _print_Cbrt(self, e):  # noqa: N802
         return f"np.cbrt({self._print(e.args[0])})"
 
