@@ -158,6 +158,8 @@ class KernelPrinter(PythonCodePrinter):
 
     def _print_Pow(self, e, rational=False):
         b, x = e.args
+        if isinstance(x, sp.Float) and float(x) == 0.5:
+            x = sp.S.Half  # NumPy's power(x, 0.5) is its sqrt (nan at -inf); -0.5 stays a power
         if x == sp.S.Half:
             return f"np.sqrt({self._print(b)})"
         if x == -sp.S.Half:
@@ -190,9 +192,12 @@ class KernelPrinter(PythonCodePrinter):
             return self._divide(e, self._one_like(e),
                                 f"np.power({self._print(b)}, {self._const(-int(x), self._typer(b))})")
         if x.is_Number:
-            xt = self._typer(e)
-            xt = np.dtype(np.float32 if xt in (np.float32, np.complex64) else np.float64) if x.is_real else xt
-            return f"np.power({self._print(b)}, {self._const(complex(x) if not x.is_real else float(x), xt)})"
+            dt = self._typer(e)
+            xt = np.dtype(np.float32 if dt in (np.float32, np.complex64) else np.float64) if x.is_real else dt
+            bs = self._print(b)
+            if dt.kind == "c" and b.is_Number and self._typer(b).kind != "c":
+                bs = self._const(complex(float(b)), dt)  # (-1)**(1/3): the principal root, as SymPy's
+            return f"np.power({bs}, {self._const(complex(x) if not x.is_real else float(x), xt)})"
         return f"np.power({self._print(b)}, {self._print(x)})"
 
     def _print_Mod(self, e):
@@ -231,6 +236,12 @@ class KernelPrinter(PythonCodePrinter):
         if fn is None or fn.code is None:
             raise FormulaError(f"{type(e).__name__} cannot be compiled")
         return fn.code.format(*[self._print(a) for a in e.args])
+
+    def _print_sign(self, e):
+        text = f"np.sign({self._print(e.args[0])})"
+        if self._typer(e).kind == "f":  # Numba's sign(-0.0) is -0.0, NumPy's 0.0; -0.0 + 0.0 is 0.0
+            return f"({text} + {self._const(0.0, self._typer(e))})"
+        return text
 
     def _print_fmod(self, e):
         a, b = e.args

@@ -180,6 +180,8 @@ class _Infer:
             return np.result_type(*dts)
         if isinstance(e, sp.Pow):
             b, x = e.args
+            if b.is_Number and b.is_extended_negative and x.is_Rational and not x.is_Integer:
+                return literal_dtype(1j, self.context)  # (-8)**(1/3) is complex, in SymPy as in Python
             bt = self(b)
             if isinstance(x, sp.Integer):
                 if int(x) >= 0:
