@@ -406,8 +406,8 @@ class _CommentPrinter(StrPrinter):
     """The formula for the kernel's header comment, with each symbol under its parameter name
     (so a symbol named, say, "x\\nimport os" never reaches the source, not even a comment)."""
 
-    def __init__(self, names: dict):
-        super().__init__({"order": "none"})
+    def __init__(self, names: dict, order=None):
+        super().__init__({"order": order})
         self._names = names
 
     def _print_Symbol(self, s):
@@ -415,7 +415,10 @@ class _CommentPrinter(StrPrinter):
 
 
 def _comment_text(formula, names: dict) -> str:
-    text = ", ".join(_CommentPrinter(names).doprint(e) for e in formula.exprs)
+    try:  # str()'s order of terms; it evaluates numbers to sort them, which may fail
+        text = ", ".join(_CommentPrinter(names).doprint(e) for e in formula.exprs)
+    except (ArithmeticError, ValueError, TypeError, RecursionError):
+        text = ", ".join(_CommentPrinter(names, "none").doprint(e) for e in formula.exprs)
     text = f"[{text}]" if formula.multi else text
     return text[:200]
 
