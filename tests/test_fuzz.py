@@ -11,6 +11,7 @@ import ast
 import contextlib
 import math
 import operator
+import os
 import signal
 import string
 import time
@@ -31,7 +32,8 @@ from ufuncgen.functions import BY_NAME
 from ufuncgen.parse import parse_formula
 
 EXAMPLE_SECONDS = 5.0
-FUZZ = settings(max_examples=300, deadline=None, database=None,
+EXAMPLES = int(os.environ.get("UFUNCGEN_FUZZ_EXAMPLES", "300"))  # raise it for a longer local run
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 
@@ -172,7 +174,7 @@ ARITH = st.recursive(
     _arith, max_leaves=12)
 
 
-@settings(max_examples=300, deadline=None, database=None)
+@settings(max_examples=EXAMPLES, deadline=None, database=None)
 @given(ARITH)
 def test_parser_builds_what_sympy_operators_build(pair):
     """Chains are built in one SymPy call; the result must equal the operator-by-operator one."""

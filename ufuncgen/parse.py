@@ -282,9 +282,14 @@ class FormulaParser:
         return self._logic(operands, family)
 
     def _sum(self, operands, node):
-        """a + b - c ...: like terms are combined with bounded coefficients first, then SymPy adds once."""
+        """a + b - c ...: like terms are combined with bounded coefficients first, then SymPy adds once.
+
+        The number in the sum is added up in the order a + b + c one by one would use, so that
+        mixing 0.5 and 1/2 gives the same Float or Integer (and so the same dtype) as they would.
+        """
         coeffs: dict = {}
-        terms = []
+        rests = []
+        number = None
         for link, sub, v in operands:
             v = self._arith(v, sub)
             if link is not None and isinstance(link.op, ast.Sub):
@@ -293,8 +298,16 @@ class FormulaParser:
                 c, m = t.as_coeff_Mul()
                 prev = coeffs.get(m)
                 coeffs[m] = c if prev is None else self._number_guard(lambda: prev + c, link or node)
-            terms.append(v)
-        return self._settle(self._number_guard(lambda: sp.Add(*terms), node), node)
+            c, rest = (v, sp.S.Zero) if v.is_Number else v.as_coeff_Add() if v.is_Add else (sp.S.Zero, v)
+            if number is None:
+                number = c
+            elif v.is_Number:  # Add.flatten of (acc, v) meets v before acc's own number
+                number = self._number_guard(lambda: v + number, link)
+            else:
+                number = self._number_guard(lambda: number + c, link)
+            if rest is not sp.S.Zero:
+                rests.append(rest)
+        return self._settle(self._number_guard(lambda: sp.Add(number, *rests), node), node)
 
     def _product(self, operands, node):
         """a * b / c ...: numbers and powers of one base are combined with bounds first, then multiplied."""
