@@ -296,6 +296,7 @@ def test_payload_does_not_execute(payload, tmp_path, monkeypatch):
 
 def test_parsing_never_hands_text_to_eval_exec_or_sympify(monkeypatch):
     import builtins
+
     import sympy.parsing.sympy_parser as sympy_parser
 
     calls = []
@@ -360,7 +361,7 @@ def test_names_that_shadow_builtins_or_our_names_are_renamed():
     src = f.source
     params = re.search(r"def kernel\((.*)\):", src).group(1).split(", ")
     assert params == list(safe_param_names(SHADOWING))
-    for name, param in zip(SHADOWING, params):
+    for name, param in zip(SHADOWING, params, strict=True):
         assert (param == name) == (name == "nan_")
     arrays = [np.full(3, float(i)) for i in range(len(SHADOWING))]
     want = sum((i + 1) * a for i, a in enumerate(arrays))

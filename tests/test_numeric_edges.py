@@ -136,7 +136,7 @@ def test_negative_integer_power_of_an_integer_is_the_integer_part():
     y = np.array([-1, -3, -3, -2, -2, -1, 0, 2], np.int64)
     with pytest.raises(ValueError):
         x ** y
-    want = np.array([math.trunc(float(a) ** int(b)) if a else 0 for a, b in zip(x, y)], np.int64)
+    want = np.array([math.trunc(float(a) ** int(b)) if a else 0 for a, b in zip(x, y, strict=True)], np.int64)
     want[(x == 0) & (y == 0)] = 1
     same(call(uf("x**y"), x, y), want)
     same(call(uf("x**-1"), x), numpy_ref(np.divide, 1.0, x.astype(np.float64)))

@@ -21,7 +21,7 @@ from sympy.printing.precedence import precedence
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.str import StrPrinter
 
-from .dtypes import _is_true_division, _split_division, dtype_name, literal_dtype, make_typer
+from .dtypes import _is_true_division, _split_division, dtype_name, make_typer
 from .errors import FormulaError
 from .functions import BY_SYMPY
 
@@ -434,7 +434,7 @@ def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = Tr
 def _generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool) -> KernelSource:
     names = safe_param_names(formula.args)
     exprs, hidden = _hide_constants(list(formula.exprs))
-    sym_names = {s: n for s, n in zip(formula.symbols, names)}
+    sym_names = {s: n for s, n in zip(formula.symbols, names, strict=True)}
     counter = iter(range(10 ** 9))
 
     def new_symbol():  # a Dummy: a SymPy input symbol that happens to be named _t0 is another symbol

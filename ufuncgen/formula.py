@@ -5,19 +5,19 @@ the allow-list parser; SymPy input is walked against the same function table.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import sympy as sp
-from sympy.core.relational import Relational
 from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 
+from .bounds import ALLOWED_CORE, LIMITS, check_tree
 from .errors import FormulaError
 from .functions import BY_SYMPY, fmod  # noqa: F401  (fmod registers a SymPy class)
-from .bounds import ALLOWED_CORE, LIMITS, check_tree
 from .parse import check_name, is_condition, parse_formula
 
 __all__ = ["Formula", "make_formula", "check_sympy", "ALLOWED_CORE"]
+
 
 @dataclass(frozen=True)
 class Formula:
@@ -109,7 +109,7 @@ def make_formula(formula, args: Sequence[str] | None = None, extra_nodes: tuple 
             pass  # boolean outputs are fine
         exprs.append(e)
         texts.append(t)
-    text = texts[0] if not multi else ("[" + ", ".join(t or str(e) for t, e in zip(texts, exprs)) + "]")
+    text = texts[0] if not multi else ("[" + ", ".join(t or str(e) for t, e in zip(texts, exprs, strict=True)) + "]")
     exprs, by_name = _canonical_symbols(tuple(exprs), text)
     names = sorted(by_name)
     if args is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import difflib
 import keyword
+import operator
 import unicodedata
 
 import numpy as np
@@ -293,18 +294,18 @@ class FormulaParser:
         for link, sub, v in operands:
             v = self._arith(v, sub)
             if link is not None and isinstance(link.op, ast.Sub):
-                v = self._number_guard(lambda: -v, link)
+                v = self._number_guard(operator.neg, link, v)
             for t in sp.Add.make_args(v):
                 c, m = t.as_coeff_Mul()
                 prev = coeffs.get(m)
-                coeffs[m] = c if prev is None else self._number_guard(lambda: prev + c, link or node)
+                coeffs[m] = c if prev is None else self._number_guard(operator.add, link or node, prev, c)
             c, rest = (v, sp.S.Zero) if v.is_Number else v.as_coeff_Add() if v.is_Add else (sp.S.Zero, v)
             if number is None:
                 number = c
             elif v.is_Number:  # Add.flatten of (acc, v) meets v before acc's own number
-                number = self._number_guard(lambda: v + number, link)
+                number = self._number_guard(operator.add, link, v, number)
             else:
-                number = self._number_guard(lambda: number + c, link)
+                number = self._number_guard(operator.add, link, number, c)
             if rest is not sp.S.Zero:
                 rests.append(rest)
         return self._settle(self._number_guard(lambda: sp.Add(number, *rests), node), node)
@@ -322,26 +323,27 @@ class FormulaParser:
                 raise self.error("division by zero", link)
             for f in sp.Mul.make_args(v):
                 if f.is_Number:
-                    coeff = self._number_guard(lambda: coeff / f if div else coeff * f, link or node)
+                    coeff = self._number_guard(operator.truediv if div else operator.mul, link or node, coeff, f)
                     continue
                 b, e = f.as_base_exp()
                 if isinstance(e, sp.Number):
                     e = -e if div else e
                     prev = exps.get(b)
-                    exps[b] = e if prev is None else self._number_guard(lambda: prev + e, link or node)
+                    exps[b] = e if prev is None else self._number_guard(operator.add, link or node, prev, e)
                     if isinstance(b, sp.Rational) and isinstance(e, sp.Rational) and not e.is_Integer:
                         # SymPy multiplies numeric bases under one root: sqrt(p)*sqrt(q) -> sqrt(p*q)
                         root_bits[e] = root_bits.get(e, 0.0) + number_bits(b)
                         if root_bits[e] > self.limits.max_const_bits:
                             raise self.error(f"constant is too large (a root of about {root_bits[e]:.0f} bits; the "
                                              f"limit is {self.limits.max_const_bits})", link or node)
-            factors.append((self._number_guard(lambda: 1 / v, link) if div else v, v if div else None))
+            factors.append((self._number_guard(operator.truediv, link, sp.S.One, v) if div else v, v if div else None))
         # SymPy's a*b distributes a number over a sum ("2*(x+1)" is 2*x + 2), and divides two
         # Floats directly: do as the operators one by one would while that can happen
         head, i = factors[0][0], 1
         while i < len(factors) and (head.is_Number or head.is_Add):
             f, divisor = factors[i]
-            head = self._number_guard(lambda: head / divisor if divisor is not None else head * f, node)
+            head = self._number_guard(operator.mul, node, head, f) if divisor is None else \
+                self._number_guard(operator.truediv, node, head, divisor)
             i += 1
         if i < len(factors):
             head = self._number_guard(lambda: sp.Mul(head, *[f for f, _d in factors[i:]]), node)
@@ -410,10 +412,11 @@ class FormulaParser:
                 raise self.error(f"constant power is too large (about {est:.3g} bits; the limit is {limit})", node)
         return self._settle(self._number_guard(lambda: a ** b, node), node)
 
-    def _number_guard(self, make, node):
-        """Run one SymPy construction; arithmetic failures and oversized numbers become FormulaError."""
+    def _number_guard(self, make, node, *args):
+        """Run one SymPy construction, ``make(*args)``; arithmetic failures and oversized numbers
+        become FormulaError."""
         try:
-            out = make()
+            out = make(*args)
         except _ARITH_ERRORS as err:
             raise self.error(f"constant arithmetic failed: {type(err).__name__}", node) from None
         except TypeError as err:
@@ -485,7 +488,7 @@ class FormulaParser:
                 raise self.error("conditions cannot be compared; combine them with & and |", sub)
             vals.append(v)
         parts = []
-        for op, left, right in zip(node.ops, vals, vals[1:]):
+        for op, left, right in zip(node.ops, vals, vals[1:], strict=False):
             cls = self._CMP.get(type(op))
             if cls is None:
                 raise self.error(f"comparison {type(op).__name__} is not allowed (use <, <=, >, >=, ==, !=)", node)
@@ -543,9 +546,9 @@ class FormulaParser:
         args = [self.visit(a) for a in node.args]
         if fn.name == "where":
             cond = self._boolean(args[0], node.args[0])
-            args = [cond] + [self._value(v, n) for v, n in zip(args[1:], node.args[1:])]
+            args = [cond] + [self._value(v, n) for v, n in zip(args[1:], node.args[1:], strict=True)]
         else:
-            args = [self._value(v, n) for v, n in zip(args, node.args)]
+            args = [self._value(v, n) for v, n in zip(args, node.args, strict=True)]
         if fn.name == "pow":
             return self._power(args[0], args[1], node)
         if fn.name == "sqrt":
