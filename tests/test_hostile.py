@@ -22,6 +22,7 @@ import sympy as sp
 
 import ufuncgen as ug
 from ufuncgen.bounds import ALLOWED_CORE, LIMITS
+from ufuncgen.build import output_dtypes
 from ufuncgen.codegen import generate_kernel, safe_param_names
 from ufuncgen.errors import FormulaError, SignatureError
 from ufuncgen.formula import check_sympy, make_formula
@@ -224,6 +225,29 @@ def test_constants_are_not_evaluated_by_code_generation():
     with time_limit(20), np.errstate(over="ignore"):  # rebuilt, re(1115671)**-(2**1023) was an exact power
         g = ug.ufunc(f"re(1115671) ** -{2 ** 1023} + x", signatures="float64(float64)")
         np.testing.assert_array_equal(g(np.array([1.5])), np.array([1.5]) + 1115671.0 ** -float(2 ** 1023))
+
+
+# Found by benchmarks/fuzz.py: SymPy work that never ended (or raised inside mpmath) before.
+FUZZ_FINDINGS = [
+    "re(x**100000) + im((x+1)**1000) + arg(x**7517308)",      # real/imaginary parts multiplied out
+    "where(y**7517308 != inf, 1, 2)",                          # the test of == inf does the same
+    "where((y**100000 != inf) & (x > 0), 1, 2) + where(x + y**100 == inf, y, 2)",
+    "where(x > 0, 3, y)**100",                                 # a power goes into each branch
+    "x * Min(pow(erfc(10**300), 0.5), 2)",                     # mpmath's erfc(1e300) overflowed
+    "x + y**(x*0 + 2) + (y**2)**(10**6)",
+]
+
+
+@pytest.mark.parametrize("text", FUZZ_FINDINGS)
+def test_fuzz_findings_parse_and_generate_quickly(text):
+    with time_limit():
+        formula = make_formula(text, args=("x", "y"))
+        generate_kernel(formula, (F8, F8), output_dtypes(formula, (F8, F8)))
+
+
+@pytest.mark.parametrize("text", ["where(y <= 923900, 923900, y) ** (-923900) + x", "where(x > 0, 3, y)**(10**6)"])
+def test_powers_of_where_are_bounded_per_branch(text):
+    assert "too large" in str(refused(parse_formula, text))
 
 
 @pytest.mark.parametrize("text", ["log(2**4000) * x", "sin(10**1000) * x", "sqrt(2**4000) * x"])
@@ -446,7 +470,7 @@ def test_generated_source_contains_only_identifiers_and_numbers(text, dtype):
     formula = make_formula(text)
     ins = (np.dtype(dtype),) * formula.nin
     try:
-        outs = ug.build.output_dtypes(formula, ins)
+        outs = output_dtypes(formula, ins)
     except TypeError:
         pytest.skip("a function of this formula refuses this dtype (as NumPy would)")
     src = generate_kernel(formula, ins, outs)

@@ -186,6 +186,26 @@ def test_nan_and_inf_propagate_as_numpy(text):
     same(call(uf(text, args=("x",)), V), numpy_ref(PROPAGATION[text], V), rtol=1e-15)
 
 
+@pytest.mark.parametrize("op", ["==", "!=", "<", "<=", ">", ">="])
+@pytest.mark.parametrize("side", ["x {} inf", "x {} -inf", "inf {} x", "-inf {} x"])
+def test_comparisons_with_infinity_as_ieee(op, side):
+    """NaN compares false except for !=; the parser writes these without infinity (SymPy's own
+    test of y**n == inf never finishes), which must not change a single result."""
+    text = side.format(op)
+    got = call(uf(f"where({text}, 1, 0)", args=("x",)), V)
+    want = np.where(eval(text.replace("inf", "INF"), {"INF": INF, "x": V}), 1.0, 0.0)  # noqa: S307 - test's own text
+    same(got, want)
+
+
+@pytest.mark.parametrize("text, ref", [("where(not (x > 0), 1, 0)", lambda v: np.where(~(v > 0), 1.0, 0.0)),
+                                       ("~(x >= 1) & (x < 3)", lambda v: ~(v >= 1) & (v < 3)),
+                                       ("where(~(x > 0), sin(x), cos(x)) + sin(x)",
+                                        lambda v: np.where(~(v > 0), np.sin(v), np.cos(v)) + np.sin(v))])
+def test_negated_comparison_with_nan_as_numpy(text, ref):
+    """~(x > 0) is True at NaN; SymPy would make it x <= 0, which is False there."""
+    same(call(uf(text, args=("x",)), V), numpy_ref(ref, V))
+
+
 @pytest.mark.parametrize("text, value", [("x - x", 0.0), ("x / x", 1.0), ("x * 0", 0.0), ("x == x", True),
                                          ("x * nan + 1", NAN), ("Max(x, x)", None)])
 def test_sympy_simplification_happens_before_nan_and_inf(text, value):

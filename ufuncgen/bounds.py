@@ -80,6 +80,8 @@ def raise_bits(base) -> float:
     ``(2*x)**n`` becomes ``2**n * x**n`` and ``sqrt(2)**n`` becomes ``2**(n/2)``: the cost of
     ``base**n`` is about ``n * raise_bits(base)`` bits.  Sums are not multiplied out, so count 0.
     """
+    if isinstance(base, sp.Piecewise):  # SymPy raises each branch: where(c, 3, x)**n has 3**n
+        return max((raise_bits(pair.expr) for pair in base.args), default=0.0)
     total = 0.0
     for f in sp.Mul.make_args(base):
         if isinstance(f, sp.Rational):

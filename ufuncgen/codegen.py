@@ -350,8 +350,14 @@ def _balanced(s: str) -> bool:
 
 
 def _unevaluated_constant(node) -> bool:
-    """A constant SymPy would compute if the node were built again: a function of numbers, or a
-    power of numbers the parser left unevaluated (the exponent is not a small rational)."""
+    """A node SymPy would compute if it were built again: a function of numbers, a power of
+    numbers the parser left unevaluated (the exponent is not a small rational), re/im/arg,
+    which the parser leaves unevaluated around large powers (re(x**100000) expands), and a
+    negated comparison."""
+    if isinstance(node, (sp.re, sp.im, sp.arg)):
+        return True
+    if isinstance(node, sp.Not) and node.args[0].is_Relational:
+        return True  # rebuilt, ~(x > 0) becomes x <= 0, which is not the same for NaN
     if not (isinstance(node, (sp.Function, sp.Pow)) and node.is_number):
         return False
     return isinstance(node, sp.Function) or not (node.exp.is_Rational and abs(node.exp) <= 64)

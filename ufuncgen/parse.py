@@ -17,6 +17,7 @@ import unicodedata
 
 import numpy as np
 import sympy as sp
+from sympy.codegen import cfunctions as cf
 from sympy.core.relational import Relational
 from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 from sympy.printing.str import StrPrinter
@@ -252,11 +253,9 @@ class FormulaParser:
         return sym
 
     def visit_UnaryOp(self, node):
-        if isinstance(node.op, ast.Not):
-            return sp.Not(self._boolean(self.visit(node.operand), node.operand))
+        if isinstance(node.op, (ast.Not, ast.Invert)):
+            return self._not(self._boolean(self.visit(node.operand), node.operand))
         v = self.visit(node.operand)
-        if isinstance(node.op, ast.Invert):
-            return sp.Not(self._boolean(v, node.operand))
         v = self._arith(v, node.operand)
         if isinstance(node.op, ast.USub):
             return self._settle(self._number_guard(lambda: -v, node), node)
@@ -319,7 +318,7 @@ class FormulaParser:
         for link, sub, v in operands:
             v = self._arith(v, sub)
             div = link is not None and isinstance(link.op, ast.Div)
-            if div and v.is_zero:
+            if div and _holds(v, "is_zero"):
                 raise self.error("division by zero", link)
             for f in sp.Mul.make_args(v):
                 if f.is_Number:
@@ -366,7 +365,7 @@ class FormulaParser:
             raise self.error(f"operator {type(op).__name__} is not allowed", node)
         a, b = self._arith(a, node.left), self._arith(b, node.right)
         if isinstance(op, (ast.FloorDiv, ast.Mod)):
-            if b.is_zero:
+            if _holds(b, "is_zero"):
                 raise self.error("division by zero" if isinstance(op, ast.FloorDiv) else "modulo by zero", node)
             if self._inexact_constants(a, b):
                 f = np.floor_divide if isinstance(op, ast.FloorDiv) else np.mod
@@ -395,7 +394,7 @@ class FormulaParser:
         """a**b with every number SymPy would compute bounded first."""
         limit = self.limits.max_const_bits
         if a.is_number and b.is_number:
-            if a.is_zero and b.is_extended_negative:
+            if _holds(a, "is_zero") and _holds(b, "is_extended_negative"):
                 raise self.error("zero to a negative power in a constant", node)
             if not isinstance(b, (sp.Rational, sp.Float)) or not isinstance(a, (sp.Rational, sp.Float)):
                 if not (isinstance(b, sp.Integer) and abs(int(b)) <= 64):
@@ -445,17 +444,22 @@ class FormulaParser:
         """
         if isinstance(out, (sp.Number, BooleanAtom)) or is_condition(out) or not out.is_number:
             return out
+        big = False
         for a in out.atoms(sp.Rational, sp.Float):
             if not abs(float(a)) < float("inf"):
                 raise self.error(f"the constant {_show(out)} needs the number {_show(a, 30)}, which does "
                                  "not fit in float64", node)
+            big = big or number_bits(a) > 64
         v = float_value(out, self._values)
         if v is None or isinstance(v, bool):
             return out
+        # a function of a number beyond 2**64 (erfc(1e300), sin(10**20)) is folded even when its
+        # value is finite: SymPy's evalf of it (behind is_zero, comparisons) can fail in mpmath
+        keep = not (big and out.has(sp.Function))
         if isinstance(v, complex):
-            if abs(v.real) < float("inf") and abs(v.imag) < float("inf"):
+            if keep and abs(v.real) < float("inf") and abs(v.imag) < float("inf"):
                 return out
-        elif abs(v) < float("inf"):
+        elif keep and abs(v) < float("inf"):
             return out
         folded = to_sympy_number(v)
         if folded is None:
@@ -466,6 +470,12 @@ class FormulaParser:
         if is_condition(v):
             raise self.error("a condition cannot be used in arithmetic; use where(cond, 1, 0)", node)
         return v
+
+    @staticmethod
+    def _not(cond):
+        """not/~ of a condition.  SymPy turns ~(x > 0) into x <= 0, which differs where x is NaN
+        (NumPy: ~(nan > 0) is True); a negated comparison is kept as a negation."""
+        return sp.Not(cond, evaluate=False) if isinstance(cond, Relational) else sp.Not(cond)
 
     def _boolean(self, v, node):
         if is_condition(v):
@@ -508,10 +518,40 @@ class FormulaParser:
             if cls not in (sp.Eq, sp.Ne) and any(isinstance(float_value(s, self._values), complex)
                                                  for s in (left, right)):
                 raise self.error("complex numbers cannot be ordered (compare their real parts or abs)", node)
+        if (left.is_infinite and right.is_number) or (right.is_infinite and left.is_number):
+            pass  # both constant: decided above, or left to SymPy (oo > 1)
+        elif left in (sp.oo, -sp.oo) or right in (sp.oo, -sp.oo):
+            return self._compare_infinity(cls, left, right)
         try:
             return cls(left, right)
         except (TypeError, NotImplementedError) as err:
             raise self.error(f"cannot compare these: {err}"[:200], node) from None
+
+    _SWAP = {sp.Eq: sp.Eq, sp.Ne: sp.Ne, sp.StrictLessThan: sp.StrictGreaterThan, sp.LessThan: sp.GreaterThan,
+             sp.StrictGreaterThan: sp.StrictLessThan, sp.GreaterThan: sp.LessThan}
+    _DBL_MAX = sp.Float(float(np.finfo(np.float64).max))
+
+    def _compare_infinity(self, cls, left, right):
+        """a (op) inf, written without infinity, exactly as IEEE compares (NaN compares false, but
+        NaN != inf holds; no Not of a comparison, which SymPy would turn into the opposite one).
+
+        SymPy's test of y**100000 == inf splits y**100000 into real and imaginary parts (it
+        never finishes), and Piecewise re-runs that test on every condition it holds.
+        """
+        if left in (sp.oo, -sp.oo):
+            cls, left, right = self._SWAP[cls], right, left
+        a, top = left, self._DBL_MAX
+        if right is sp.oo:
+            table = {sp.Eq: lambda: a > top, sp.Ne: lambda: sp.Or(a <= top, cf.isnan(a)),
+                     sp.StrictLessThan: lambda: a <= top,
+                     sp.LessThan: lambda: sp.Not(cf.isnan(a)), sp.StrictGreaterThan: lambda: sp.false,
+                     sp.GreaterThan: lambda: a > top}
+        else:
+            table = {sp.Eq: lambda: a < -top, sp.Ne: lambda: sp.Or(a >= -top, cf.isnan(a)),
+                     sp.StrictLessThan: lambda: sp.false,
+                     sp.LessThan: lambda: a < -top, sp.StrictGreaterThan: lambda: a >= -top,
+                     sp.GreaterThan: lambda: sp.Not(cf.isnan(a))}
+        return table[cls]()
 
     def visit_IfExp(self, node):
         cond = self._boolean(self.visit(node.test), node.test)
@@ -566,8 +606,10 @@ class FormulaParser:
             out = logs[0] if len(logs) == 1 else self._number_guard(lambda: logs[0] / logs[1], node)
             return self._settle(out, node)
         try:
-            if isinstance(fn.build, type) and all(a.is_number for a in args):
-                # do not let SymPy evaluate e.g. gamma(10**9) exactly: the kernel computes it
+            if isinstance(fn.build, type) and (all(a.is_number for a in args)
+                                               or fn.name in _EXPANDING and _has_large_power(args[0])):
+                # do not let SymPy evaluate e.g. gamma(10**9) exactly, or expand re(x**100000)
+                # into a polynomial of re(x) and im(x): the kernel computes them
                 out = fn.build(*args, evaluate=False)
             else:
                 out = fn.build(*args)
@@ -616,6 +658,24 @@ def _show(e, n: int = 60) -> str:
         return StrPrinter({"order": "none"}).doprint(e)[:n]
     except Exception:  # noqa: BLE001 - only a message
         return type(e).__name__
+
+
+# Functions whose evaluation splits the argument into real and imaginary parts, multiplying out
+# each integer power: re(x**100000) or arg((x+1)**1000) would never finish.
+_EXPANDING = frozenset({"re", "im", "arg"})
+
+
+def _has_large_power(e, limit: int = 4) -> bool:
+    return any(isinstance(p, sp.Pow) and p.exp.is_Integer and abs(int(p.exp)) > limit
+               for p in sp.preorder_traversal(e)) if not e.is_Atom else False
+
+
+def _holds(e, assumption: str) -> bool:
+    """An assumption query that may make SymPy evaluate a constant; unknown or failing is False."""
+    try:
+        return getattr(e, assumption) is True
+    except (ArithmeticError, ValueError, TypeError, RecursionError, NotImplementedError):
+        return False
 
 
 _ALLOWED = ALLOWED_CORE + tuple(BY_SYMPY)
