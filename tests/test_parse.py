@@ -22,7 +22,7 @@ x, y, z = sp.symbols("x y z")
     ("where(x > 0, x, 0)", sp.Piecewise((x, x > 0), (0, True))),
     ("x if x > 0 else y", sp.Piecewise((x, x > 0), (y, True))),
     ("0 < x <= 1", sp.And(sp.StrictLessThan(0, x), x <= 1)),
-    ("(x > 0) & ~(y > 0) | (z == 1)", sp.Or(sp.And(x > 0, sp.Not(y > 0)), sp.Eq(z, 1))),
+    ("(x > 0) & ~(y > 0) | (z == 1)", sp.Or(sp.And(x > 0, sp.Not(y > 0, evaluate=False)), sp.Eq(z, 1))),
     ("1j*x", sp.I * x),
     ("pi*e", sp.pi * sp.E),
     ("x +\n y", x + y),

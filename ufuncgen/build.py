@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import diskcache
-from .codegen import KernelSource, generate_kernel, load_kernel
+from .codegen import KernelSource, generate_kernel, load_kernel, register_source
 from .dtypes import infer_output_dtypes
 from .errors import FormulaError
 from .formula import Formula
@@ -107,6 +107,7 @@ def _decode_cpu(data: bytes, req: LoopRequest):
     text = bytes(fields[0]).decode()
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]  # as generate_kernel names it
     loop.source = KernelSource(text, f"<ufuncgen kernel {digest}>", digest, loop.in_dtypes, loop.out_dtypes)
+    register_source(loop.source, owner=loop)  # linecache shows the kernel, as for a compiled one
     return loop
 
 

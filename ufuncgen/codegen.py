@@ -17,9 +17,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
+from sympy.printing.precedence import precedence
 from sympy.printing.pycode import PythonCodePrinter
+from sympy.printing.str import StrPrinter
 
-from .dtypes import _is_true_division, _split_division, dtype_name, literal_dtype, make_typer
+from .dtypes import _is_true_division, _split_division, dtype_name, make_typer
 from .errors import FormulaError
 from .functions import BY_SYMPY
 
@@ -27,6 +29,8 @@ __all__ = ["KernelSource", "generate_kernel", "register_source", "safe_param_nam
 
 MAX_EXPAND_POWER = 8  # x**n with |n| <= this becomes multiplications
 
+# Names a parameter must not take: modules and names the generated source uses, every builtin
+# (the kernel calls float() and complex()), and Numba's own module names.
 _RESERVED = frozenset({"np", "math", "cmath", "numba", "numpy", "kernel", "nan", "inf"} | set(dir(builtins)))
 
 
@@ -36,7 +40,12 @@ def _safe(name: str) -> bool:
 
 
 def safe_param_names(args: tuple) -> tuple:
-    """User names where they are plain identifiers; ``_a{i}`` where a name could shadow anything."""
+    """User names where they are plain identifiers; ``_a{i}`` where a name could shadow anything.
+
+    This is the only way a user string reaches generated source: as an ASCII identifier that is
+    no keyword, builtin or name the kernel uses, and that does not start with ``_`` (our own
+    names ``_a{i}``, ``_c{i}``, ``_t{i}`` all do, so they cannot collide).
+    """
     return tuple(a if _safe(a) else f"_a{i}" for i, a in enumerate(args))
 
 
@@ -67,6 +76,8 @@ class KernelPrinter(PythonCodePrinter):
     def _print_Symbol(self, s):
         return self._names[s]
 
+    _print_Dummy = _print_Symbol  # temporaries and hidden constants
+
     def _const(self, value, dt: np.dtype) -> str:
         if dt.kind == "b":
             return "True" if value else "False"
@@ -75,13 +86,13 @@ class KernelPrinter(PythonCodePrinter):
             info = np.iinfo(dt)
             if not info.min <= ival <= info.max:
                 dt = np.dtype(np.float64)
-                value = float(ival)
+                value = _to_float(ival)
             else:
                 value = ival
         elif dt.kind == "f":
-            value = float(value)
+            value = _to_float(value)
         else:
-            value = complex(value)
+            value = value if isinstance(value, complex) else complex(_to_float(value))
         key = (dt.name, _value_text(value))
         name = self._consts.get(key)
         if name is None:
@@ -133,27 +144,60 @@ class KernelPrinter(PythonCodePrinter):
     def _one_like(self, e):
         return self._const(1, self._typer(e) if self._typer(e).kind in "fc" else np.dtype(np.float64))
 
+    def _divide(self, e, num: str, den: str) -> str:
+        """num / den; for complex results NumPy's division (Numba's '/' raises on a zero
+        denominator, and the loop cannot report it: 1/0j gave 0 where NumPy gives inf+nanj)."""
+        return f"np.divide({num}, {den})" if self._typer(e).kind == "c" else f"({num} / {den})"
+
+    def _print_Mul(self, e):
+        den = [a.args[0] for a in e.args if isinstance(a, sp.Pow) and a.args[1] == -1]
+        if not den or self._typer(e).kind != "c":
+            return super()._print_Mul(e)
+        num = sp.Mul(*[a for a in e.args if not (isinstance(a, sp.Pow) and a.args[1] == -1)])
+        return self._divide(e, self._print(num), self._print(sp.Mul(*den)))
+
     def _print_Pow(self, e, rational=False):
         b, x = e.args
-        base = self.parenthesize(b, 1000)  # always parenthesised unless atomic
+        if isinstance(x, sp.Float) and float(x) == 0.5:
+            x = sp.S.Half  # NumPy's power(x, 0.5) is its sqrt (nan at -inf); -0.5 stays a power
         if x == sp.S.Half:
             return f"np.sqrt({self._print(b)})"
         if x == -sp.S.Half:
-            return f"({self._one_like(e)} / np.sqrt({self._print(b)}))"
-        if x == sp.Rational(1, 3) and self._typer(b).kind != "c":
-            return f"np.cbrt({self._print(b)})"
+            return self._divide(e, self._one_like(e), f"np.sqrt({self._print(b)})")
         if isinstance(x, sp.Integer) and 0 < abs(int(x)) <= MAX_EXPAND_POWER:
+            base = self.parenthesize(b, 1000)  # always parenthesised unless atomic
             n = abs(int(x))
             prod = base if n == 1 else "(" + "*".join([base] * n) + ")"
-            return prod if int(x) > 0 else f"({self._one_like(e)} / {prod})"
+            return prod if int(x) > 0 else self._divide(e, self._one_like(e), prod)
         if x == 0:
             return self._const(1, self._typer(e))
+        if self._typer(b).kind in "iub" and (isinstance(x, sp.Integer) and int(x) > 0
+                                             or not x.is_Number and self._typer(x).kind in "iub"):
+            # integer ** integer stays exact, wrapping as NumPy's does (Numba's np.power on
+            # integers goes through float: 3**40 came out 33 too large)
+            base = self.parenthesize(b, 1000)
+            if x.is_Number:
+                return f"({base} ** {self._const(int(x), self._typer(e))})"
+            xs = self.parenthesize(x, 1000)
+            if self._typer(x).kind != "i":
+                return f"({base} ** {xs})"
+            # NumPy refuses a negative integer power of an integer; the kernel cannot raise, so it
+            # gives the integer part of the real result: 0, or +-1 for a base of +-1 (Numba's own
+            # power gave INT_MIN for 0**-1)
+            dt = self._typer(e)
+            one, zero, two, m1 = (self._const(v, dt) for v in (1, 0, 2, -1))
+            neg = f"({one} if {base} == {one} else (({one} - ({xs} % {two}) * {two}) if {base} == {m1} else {zero}))"
+            return f"(({base} ** {xs}) if {xs} >= {zero} else {neg})"
         if isinstance(x, sp.Integer) and int(x) < 0:
-            return f"({self._one_like(e)} / np.power({self._print(b)}, {self._const(-int(x), self._typer(b))}))"
+            return self._divide(e, self._one_like(e),
+                                f"np.power({self._print(b)}, {self._const(-int(x), self._typer(b))})")
         if x.is_Number:
-            xt = self._typer(e)
-            xt = np.dtype(np.float32 if xt in (np.float32, np.complex64) else np.float64) if x.is_real else xt
-            return f"np.power({self._print(b)}, {self._const(complex(x) if not x.is_real else float(x), xt)})"
+            dt = self._typer(e)
+            xt = np.dtype(np.float32 if dt in (np.float32, np.complex64) else np.float64) if x.is_real else dt
+            bs = self._print(b)
+            if dt.kind == "c" and b.is_Number and self._typer(b).kind != "c":
+                bs = self._const(complex(float(b)), dt)  # (-1)**(1/3): the principal root, as SymPy's
+            return f"np.power({bs}, {self._const(complex(x) if not x.is_real else float(x), xt)})"
         return f"np.power({self._print(b)}, {self._print(x)})"
 
     def _print_Mod(self, e):
@@ -163,7 +207,12 @@ class KernelPrinter(PythonCodePrinter):
     def _print_floor(self, e):
         if _is_true_division(e.args[0]):
             num, den = _split_division(e.args[0])
-            return f"({self.parenthesize(num, 1000)} // {self.parenthesize(den, 1000)})"
+            n, d = self.parenthesize(num, 1000), self.parenthesize(den, 1000)
+            dt = self._typer(e)
+            if dt.kind == "i" and not den.is_Number:
+                # INT_MIN // -1: NumPy wraps to INT_MIN, Numba's // gives 0; x // -1 is -x, wrapping
+                return f"((-{n}) if {d} == {self._const(-1, dt)} else ({n} // {d}))"
+            return f"({n} // {d})"
         return f"np.floor({self._print(e.args[0])})"
 
     def parenthesize(self, item, level, strict=False):
@@ -174,7 +223,12 @@ class KernelPrinter(PythonCodePrinter):
             return s
         if s.replace("_", "").replace(".", "").isalnum():
             return s
-        return f"({s})" if level >= 1000 or s.startswith("-") else super().parenthesize(item, level, strict)
+        if level >= 1000 or s.startswith("-"):
+            return f"({s})"
+        # as StrPrinter.parenthesize, without printing ``item`` a second time (that doubled the
+        # work per nesting level: a Horner polynomial of degree 20 took minutes)
+        prec = precedence(item)
+        return f"({s})" if prec < level or (not strict and prec <= level) else s
 
     # ---- functions, logic -----------------------------------------------------------------
     def _print_Function(self, e):
@@ -182,6 +236,29 @@ class KernelPrinter(PythonCodePrinter):
         if fn is None or fn.code is None:
             raise FormulaError(f"{type(e).__name__} cannot be compiled")
         return fn.code.format(*[self._print(a) for a in e.args])
+
+    def _print_sign(self, e):
+        text = f"np.sign({self._print(e.args[0])})"
+        if self._typer(e).kind == "f":  # Numba's sign(-0.0) is -0.0, NumPy's 0.0; -0.0 + 0.0 is 0.0
+            return f"({text} + {self._const(0.0, self._typer(e))})"
+        return text
+
+    def _print_fmod(self, e):
+        a, b = e.args
+        dt = self._typer(e)
+        if dt.kind not in "iub":
+            return f"np.fmod({self._print(a)}, {self._print(b)})"
+        # Numba's np.fmod of signed integers is wrong (fmod(6, -4) gave 6, fmod(-7, 3) gave 0):
+        # C's remainder from Python's, which has the sign of the divisor instead of the dividend
+        pa, pb = self.parenthesize(a, 1000), self.parenthesize(b, 1000)
+        if dt.kind != "i":
+            return f"({pa} % {pb})"
+        zero = self._const(0, dt)
+        r = f"({pa} % {pb})"
+        return f"(({r} - {pb}) if ({r} != {zero} and (({r} < {zero}) != ({pa} < {zero}))) else {r})"
+
+    def _print_Cbrt(self, e):  # noqa: N802
+        return f"np.cbrt({self._print(e.args[0])})"
 
     def _minmax(self, e, func):
         args = [self._print(a) for a in e.args]
@@ -239,9 +316,18 @@ class KernelPrinter(PythonCodePrinter):
 
 # SymPy's PythonCodePrinter prints known functions (sin, exp, ...) itself; route every class of
 # the function table through our table instead, in one loop.
+# A printer the class defines itself (_print_floor: integer floor division) is kept.
 for _cls in BY_SYMPY:
-    if BY_SYMPY[_cls].code is not None:
+    if BY_SYMPY[_cls].code is not None and "_print_" + _cls.__name__ not in KernelPrinter.__dict__:
         setattr(KernelPrinter, "_print_" + _cls.__name__, KernelPrinter._print_Function)
+
+
+def _to_float(value) -> float:
+    """float(value), refusing exact numbers beyond float64 (NumPy raises OverflowError for them too)."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise FormulaError(f"the constant {str(value)[:40]}... does not fit in float64") from None
 
 
 def _value_text(value) -> str:
@@ -325,6 +411,43 @@ def common_subexpressions(exprs, new_symbol):
     return kept, [rebuild(e, inline) for e in reduced]
 
 
+def _unevaluated_constant(node) -> bool:
+    """A node SymPy would compute if it were built again: a function of numbers, a power of
+    numbers the parser left unevaluated (the exponent is not a small rational), re/im/arg,
+    which the parser leaves unevaluated around large powers (re(x**100000) expands), and a
+    negated comparison."""
+    if isinstance(node, (sp.re, sp.im, sp.arg)):
+        return True
+    if isinstance(node, sp.Not) and node.args[0].is_Relational:
+        return True  # rebuilt, ~(x > 0) becomes x <= 0, which is not the same for NaN
+    if not (isinstance(node, (sp.Function, sp.Pow)) and node.is_number):
+        return False
+    return isinstance(node, sp.Function) or not (node.exp.is_Rational and abs(node.exp) <= 64)
+
+
+def _hide_constants(exprs):
+    """Stand a Dummy in for each unevaluated constant (gamma(21089259), re(3)**-(2**1000)):
+    cse rebuilds every node it visits, and SymPy evaluates these while rebuilding them (a
+    factorial of 21 million).  They are printed back as they were."""
+    hidden: dict = {}
+    found: dict = {}
+    for e in exprs:
+        stack = [e]
+        while stack:
+            node = stack.pop()
+            if node.is_Atom or node in found:
+                continue
+            if _unevaluated_constant(node):
+                found[node] = sp.Dummy(f"_k{len(found)}")
+                continue
+            stack.extend(node.args)
+    if not found:
+        return exprs, hidden
+    for const, k in found.items():
+        hidden[k] = const
+    return [rebuild(e, found) for e in exprs], hidden
+
+
 def _atomize_powers(assignments, exprs, new_symbol):
     """Give compound bases of small integer powers a temporary, so x*x repeats a name, not a formula."""
     out_assign = []
@@ -346,6 +469,27 @@ def _atomize_powers(assignments, exprs, new_symbol):
     return out_assign, exprs
 
 
+class _CommentPrinter(StrPrinter):
+    """The formula for the kernel's header comment, with each symbol under its parameter name
+    (so a symbol named, say, "x\\nimport os" never reaches the source, not even a comment)."""
+
+    def __init__(self, names: dict, order=None):
+        super().__init__({"order": order})
+        self._names = names
+
+    def _print_Symbol(self, s):
+        return self._names.get(s, "_")
+
+
+def _comment_text(formula, names: dict) -> str:
+    try:  # str()'s order of terms; it evaluates numbers to sort them, which may fail
+        text = ", ".join(_CommentPrinter(names).doprint(e) for e in formula.exprs)
+    except (ArithmeticError, ValueError, TypeError, RecursionError):
+        text = ", ".join(_CommentPrinter(names, "none").doprint(e) for e in formula.exprs)
+    text = f"[{text}]" if formula.multi else text
+    return text[:200]
+
+
 def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = True,
                     printer: type | None = None) -> KernelSource:
     """The source of ``def kernel(<args>): return <expr(s)>`` for one dtype combination.
@@ -353,13 +497,20 @@ def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = Tr
     ``printer``: a ``KernelPrinter`` subclass for another target's scalar functions (cuda prints
     ``math``/``cmath`` calls, which numba-cuda compiles on scalars).
     """
+    try:
+        return _generate_kernel(formula, in_dtypes, out_dtypes, cse, printer or KernelPrinter)
+    except RecursionError:
+        raise FormulaError("the formula is nested too deeply to generate its kernel") from None
+
+
+def _generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool, printer_class: type) -> KernelSource:
     names = safe_param_names(formula.args)
-    exprs = list(formula.exprs)
-    sym_names = {s: n for s, n in zip(formula.symbols, names)}
+    exprs, hidden = _hide_constants(list(formula.exprs))
+    sym_names = {s: n for s, n in zip(formula.symbols, names, strict=True)}
     counter = iter(range(10 ** 9))
 
-    def new_symbol():
-        return sp.Symbol(f"_t{next(counter)}")
+    def new_symbol():  # a Dummy: a SymPy input symbol that happens to be named _t0 is another symbol
+        return sp.Dummy(f"_t{next(counter)}")
 
     if cse:
         assignments, exprs = common_subexpressions(exprs, new_symbol)
@@ -367,11 +518,15 @@ def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = Tr
         assignments = []
     assignments, exprs = _atomize_powers(assignments, exprs, new_symbol)
     typer = make_typer(formula.symbols, tuple(in_dtypes))
+    for k, const in hidden.items():
+        typer.sym[k] = typer(const)
     for sym, val in assignments:  # temps take the dtype of their value
         typer.sym[sym] = typer(val)
         sym_names[sym] = sym.name
     consts: dict = {}
-    printer = (printer or KernelPrinter)(sym_names, typer, consts)
+    printer = printer_class(sym_names, typer, consts)
+    for k, const in hidden.items():  # a call or np.power(...): atomic where the Dummy stood
+        sym_names[k] = printer._print(const)
     body = []
     for sym, val in assignments:
         body.append(f"    {sym.name} = {printer.doprint(val)}")
@@ -380,7 +535,7 @@ def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = Tr
     body.append(f"    return {ret}")
     outs = ", ".join(map(dtype_name, out_dtypes))
     sig = f"{outs if len(out_dtypes) == 1 else '(' + outs + ')'}({', '.join(map(dtype_name, in_dtypes))})"
-    header = [f"# ufuncgen kernel for {str(formula)[:200]!r}".replace("\n", " "), f"# signature: {sig}",
+    header = [f"# ufuncgen kernel for {_comment_text(formula, sym_names)!r}", f"# signature: {sig}",
               "import math", "import numpy as np", ""]
     for (dt, val), name in sorted(consts.items(), key=lambda kv: int(kv[1][2:])):
         header.append(f"{name} = np.{dt}({val})")
@@ -415,7 +570,11 @@ def register_source(src: KernelSource, owner=None) -> None:
 def load_kernel(src: KernelSource):
     """Turn generated source (never user text) into a Python function."""
     namespace: dict = {"__name__": f"ufuncgen_kernel_{src.digest}"}
-    code = compile(src.text, src.filename, "exec")
+    try:
+        code = compile(src.text, src.filename, "exec")
+    except (SyntaxError, RecursionError, MemoryError) as err:  # e.g. more than 200 nested parentheses
+        raise FormulaError(f"the formula is nested too deeply to compile ({type(err).__name__}: "
+                           f"{getattr(err, 'msg', err)})") from None
     exec(code, namespace)  # noqa: S102 - our own generated source, see module docstring
     func = namespace[src.func_name]
     register_source(src, owner=func)  # the linecache entry lives as long as the kernel function

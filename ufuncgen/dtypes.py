@@ -153,7 +153,7 @@ def _real_of(dt: np.dtype) -> np.dtype:
 def _python_number(n: sp.Basic):
     if isinstance(n, sp.Integer):
         return int(n)
-    if n.is_real:
+    if n.is_extended_real or n is sp.nan:  # inf and nan are floats (x + inf was complex128)
         return 1.0
     return 1j
 
@@ -187,6 +187,8 @@ class _Infer:
             return np.result_type(*dts)
         if isinstance(e, sp.Pow):
             b, x = e.args
+            if b.is_Number and b.is_extended_negative and x.is_Rational and not x.is_Integer:
+                return literal_dtype(1j, self.context)  # (-8)**(1/3) is complex, in SymPy as in Python
             bt = self(b)
             if isinstance(x, sp.Integer):
                 if int(x) >= 0:
@@ -227,12 +229,22 @@ class _Infer:
 
 
 def _is_true_division(e) -> bool:
-    return isinstance(e, sp.Mul) and any(isinstance(a, sp.Pow) and a.args[1] == -1 for a in e.args)
+    """a/b as SymPy holds it: a Mul with a factor b**-1, or with a coefficient p/q (x/2)."""
+    return isinstance(e, sp.Mul) and any(isinstance(a, sp.Pow) and a.args[1] == -1
+                                         or isinstance(a, sp.Rational) and a.q != 1 for a in e.args)
 
 
 def _split_division(e):
-    num = [a for a in e.args if not (isinstance(a, sp.Pow) and a.args[1] == -1)]
-    den = [a.args[0] for a in e.args if isinstance(a, sp.Pow) and a.args[1] == -1]
+    """(numerator, denominator) of a division, so floor(x/2) prints and types as x // 2."""
+    num, den = [], []
+    for a in e.args:
+        if isinstance(a, sp.Pow) and a.args[1] == -1:
+            den.append(a.args[0])
+        elif isinstance(a, sp.Rational) and a.q != 1:
+            num.append(sp.Integer(a.p))
+            den.append(sp.Integer(a.q))
+        else:
+            num.append(a)
     return sp.Mul(*num), sp.Mul(*den)
 
 

@@ -5,26 +5,18 @@ the allow-list parser; SymPy input is walked against the same function table.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
 
 import sympy as sp
-from sympy.core.relational import Relational
 from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 
+from .bounds import ALLOWED_CORE, LIMITS, check_tree
 from .errors import FormulaError
 from .functions import BY_SYMPY, fmod  # noqa: F401  (fmod registers a SymPy class)
-from .parse import LIMITS, is_condition, parse_formula
+from .parse import check_name, is_condition, parse_formula
 
 __all__ = ["Formula", "make_formula", "check_sympy", "ALLOWED_CORE"]
-
-# SymPy node classes allowed besides the function table's own classes.
-ALLOWED_CORE: tuple[type, ...] = (
-    sp.Symbol, sp.Integer, sp.Rational, sp.Float, sp.core.numbers.NaN, sp.core.numbers.Infinity,
-    sp.core.numbers.NegativeInfinity, sp.core.numbers.ImaginaryUnit, sp.core.numbers.Pi,
-    sp.core.numbers.Exp1, sp.Add, sp.Mul, sp.Pow, sp.Mod, Relational, sp.And, sp.Or, sp.Not,
-    BooleanAtom, sp.Piecewise, sp.functions.elementary.piecewise.ExprCondPair,
-)
 
 
 @dataclass(frozen=True)
@@ -71,21 +63,13 @@ class Formula:
 
 
 def check_sympy(expr, formula_text: str | None = None, extra: tuple = ()) -> None:
-    """Raise FormulaError unless every node of ``expr`` is in the allow-list."""
-    allowed = ALLOWED_CORE + tuple(BY_SYMPY) + tuple(extra)
-    count = 0
-    for node in sp.preorder_traversal(expr):
-        count += 1
-        if count > LIMITS.max_nodes:
-            raise FormulaError(f"expression is too large (more than {LIMITS.max_nodes} nodes)", formula_text)
-        if isinstance(node, sp.core.numbers.ComplexInfinity):
-            raise FormulaError("the expression contains zoo (complex infinity), e.g. from 1/0", formula_text)
-        if not isinstance(node, allowed):
-            name = getattr(type(node), "__name__", str(type(node)))
-            raise FormulaError(f"{name} is not supported in a formula "
-                               f"(supported functions: see ufuncgen.functions.FUNCTIONS)", formula_text)
-        if isinstance(node, sp.Piecewise) and node.args and not node.args[-1].cond == sp.true:
-            pass  # a missing default branch gives nan (see codegen)
+    """Raise FormulaError unless every node of ``expr`` is in the allow-list and within the limits.
+
+    SymPy input gets the bounds string input gets (size, depth, size of numbers, powers that would
+    multiply out huge constants), plus: classes must come from SymPy or ufuncgen (a user subclass
+    could print or evaluate anything) and symbol names must be printable and of bounded length.
+    """
+    check_tree(expr, formula_text, LIMITS, allowed=ALLOWED_CORE + tuple(BY_SYMPY), extra=tuple(extra))
 
 
 def _to_expr(item, extra: tuple):
@@ -95,7 +79,9 @@ def _to_expr(item, extra: tuple):
         check_sympy(item, None, extra)
         return item, None
     if isinstance(item, (int, float, complex)) and not isinstance(item, bool):
-        return sp.sympify(item), None  # a plain Python number, never text
+        expr = sp.sympify(item)  # a plain Python number, never text
+        check_tree(expr, None, LIMITS)
+        return expr, None
     raise FormulaError(f"a formula must be a string or a SymPy expression, not {type(item).__name__}")
 
 
@@ -125,6 +111,8 @@ def make_formula(formula, args: Sequence[str] | None = None, extra_nodes: tuple 
     items: Iterable = formula if multi else [formula]
     if multi and not items:
         raise FormulaError("an empty list of formulas")
+    if multi and len(items) > LIMITS.max_args:
+        raise FormulaError(f"too many formulas in one list ({len(items)}; the limit is {LIMITS.max_args})")
     exprs, texts = [], []
     for item in items:
         e, t = _to_expr(item, extra_nodes)
@@ -132,7 +120,7 @@ def make_formula(formula, args: Sequence[str] | None = None, extra_nodes: tuple 
             pass  # boolean outputs are fine
         exprs.append(e)
         texts.append(t)
-    text = texts[0] if not multi else ("[" + ", ".join(t or str(e) for t, e in zip(texts, exprs)) + "]")
+    text = texts[0] if not multi else ("[" + ", ".join(t or str(e) for t, e in zip(texts, exprs, strict=True)) + "]")
     exprs, by_name = _canonical_symbols(tuple(exprs), text)
     names = sorted(by_name)
     if args is None:
@@ -141,10 +129,15 @@ def make_formula(formula, args: Sequence[str] | None = None, extra_nodes: tuple 
         if isinstance(args, str):
             args = [a.strip() for a in args.replace(",", " ").split()]
         arg_names = tuple(args)
+        if len(arg_names) > LIMITS.max_args:
+            raise FormulaError(f"too many arguments ({len(arg_names)}; the limit is {LIMITS.max_args})", text)
         for a in arg_names:
             if not isinstance(a, str):
-                raise FormulaError(f"argument names must be strings, got {a!r}", text)
-        dup = sorted({a for a in arg_names if arg_names.count(a) > 1})
+                raise FormulaError(f"argument names must be strings, got {a!r}"[:200], text)
+            if a not in by_name:  # an unused input: a plain name, as in a formula string
+                check_name(a, text)
+        seen: set = set()
+        dup = sorted({a for a in arg_names if a in seen or seen.add(a)})
         if dup:
             raise FormulaError(f"argument names repeat: {', '.join(dup)}", text)
         missing = [n for n in names if n not in arg_names]

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import diskcache
 from .build import _COMPILES
-from .codegen import KernelSource, load_kernel
+from .codegen import KernelSource, load_kernel, register_source
 from .gucodegen import generate_gukernel
 from .indexing import IndexedFormula, Layout
 from .memcache import LOOPS
@@ -103,6 +103,7 @@ def _decode(data: bytes, req: GuLoopRequest):
     text = bytes(fields[0]).decode()
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]  # as generate_gukernel names it
     loop.source = KernelSource(text, f"<ufuncgen gukernel {digest}>", digest, loop.in_dtypes, loop.out_dtypes)
+    register_source(loop.source, owner=loop)  # tracebacks and inspect show the kernel
     return loop
 
 

@@ -43,6 +43,26 @@ def _plain(a) -> bool:
     return type(a) is np.ndarray or isinstance(a, (int, float, complex, bool, np.generic))
 
 
+def _same_view(a, b) -> bool:
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+            and a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype)
+
+
+def _overlap(outs, args) -> bool:
+    """True when an output overlaps an input or another output other than element by element.
+
+    NumPy copies such operands before computing; slices computed at once by several threads
+    would read elements another thread has already written (out=x[1:] with input x[:-1]).
+    """
+    arrays = [a for a in args if isinstance(a, np.ndarray)]
+    for i, o in enumerate(outs):
+        if any(np.may_share_memory(o, a) and not _same_view(o, a) for a in arrays):
+            return True
+        if any(np.may_share_memory(o, p) for p in outs[:i]):
+            return True
+    return False
+
+
 def parallel_call(uf, out_dtypes, args, kwargs):
     """Call the np.ufunc ``uf`` on thread-sized slices; falls back to one call where it must."""
     nthreads = num_threads()
@@ -60,7 +80,7 @@ def parallel_call(uf, out_dtypes, args, kwargs):
     outs = out if isinstance(out, tuple) else ((out,) if out is not None else None)
     if outs is None or all(o is None for o in outs):
         outs = tuple(np.empty(shape, dtype=dt) for dt in out_dtypes)
-    elif not all(type(o) is np.ndarray and o.shape == shape for o in outs):
+    elif not all(type(o) is np.ndarray and o.shape == shape for o in outs) or _overlap(outs, args):
         return uf(*args, **kwargs)
     axis = int(np.argmax(shape))
     nchunks = min(nthreads, shape[axis])
