@@ -235,14 +235,28 @@ FUZZ_FINDINGS = [
     "where(x > 0, 3, y)**100",                                 # a power goes into each branch
     "x * Min(pow(erfc(10**300), 0.5), 2)",                     # mpmath's erfc(1e300) overflowed
     "x + y**(x*0 + 2) + (y**2)**(10**6)",
+    # second run
+    "x + (y ** -4694833492590736) % 3",                         # Mod took a polynomial gcd
+    "where(where(-(-5416838018421979) <= -gamma(z), -inf, lgamma(2)) >= -1.7976931348623157e308, x, y)",
+    "where(isnan(where(x > 2**1000, y, 3**600)), 1, 0)",      # a where(...) inside a condition
 ]
 
 
 @pytest.mark.parametrize("text", FUZZ_FINDINGS)
 def test_fuzz_findings_parse_and_generate_quickly(text):
     with time_limit():
-        formula = make_formula(text, args=("x", "y"))
-        generate_kernel(formula, (F8, F8), output_dtypes(formula, (F8, F8)))
+        formula = make_formula(text, args=("x", "y", "z"))
+        generate_kernel(formula, (F8,) * 3, output_dtypes(formula, (F8,) * 3))
+
+
+def test_powers_of_complex_constants_are_bounded():
+    # (2j)**-n was kept unevaluated, and SymPy multiplied out I**n * 2**n when it was added to
+    assert "too large" in str(refused(parse_formula, f"(2j) ** -{2 ** 1000} + x"))
+
+
+def test_cases_of_where_in_a_condition_are_bounded():
+    text = "where(" + " + ".join(f"where(x > {i}, {i}, y)" for i in range(10)) + " > 3, 1, 0)"
+    assert "cases" in str(refused(parse_formula, text))  # 2**10 cases
 
 
 @pytest.mark.parametrize("text", ["where(y <= 923900, 923900, y) ** (-923900) + x", "where(x > 0, 3, y)**(10**6)"])

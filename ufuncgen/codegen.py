@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
+from sympy.core.relational import Relational
 from sympy.printing.precedence import precedence
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.str import StrPrinter
@@ -356,7 +357,10 @@ def _unevaluated_constant(node) -> bool:
     negated comparison."""
     if isinstance(node, (sp.re, sp.im, sp.arg)):
         return True
-    if isinstance(node, sp.Not) and node.args[0].is_Relational:
+    if isinstance(node, sp.Mod) and any(isinstance(p, sp.Pow) and p.exp.is_Integer and abs(int(p.exp)) > 64
+                                        for p in sp.preorder_traversal(node)):
+        return True  # rebuilt, Mod(y**-(10**15), c) takes a polynomial gcd of that degree
+    if isinstance(node, sp.Not) and node.args[0].has(Relational):
         return True  # rebuilt, ~(x > 0) becomes x <= 0, which is not the same for NaN
     if not (isinstance(node, (sp.Function, sp.Pow)) and node.is_number):
         return False
