@@ -67,8 +67,8 @@ class KernelPrinter(PythonCodePrinter):
 
     printmethod = "_ufuncgen_kernel"
 
-    def __init__(self, names: dict, typer, constants: dict):
-        super().__init__({"fully_qualified_modules": False, "strict": True})
+    def __init__(self, names: dict, typer, constants: dict, order=None):
+        super().__init__({"fully_qualified_modules": False, "strict": True, "order": order})
         self._names = names
         self._typer = typer
         self._consts = constants  # (dtype name, repr) -> constant name
@@ -350,6 +350,12 @@ def _balanced(s: str) -> bool:
     return depth == 0
 
 
+def _cheap_power(node) -> bool:
+    """A power of numbers SymPy evaluates quickly: a small integer exponent of a number that is not huge."""
+    return node.exp.is_Integer and abs(int(node.exp)) <= 64 and not (
+        node.base.is_Rational and abs(int(node.base.p)).bit_length() + int(node.base.q).bit_length() > 128)
+
+
 def _unevaluated_constant(node) -> bool:
     """A node SymPy would compute if it were built again: a function of numbers, a power of
     numbers the parser left unevaluated (the exponent is not a small rational), re/im/arg,
@@ -364,7 +370,7 @@ def _unevaluated_constant(node) -> bool:
         return True  # rebuilt, ~(x > 0) becomes x <= 0, which is not the same for NaN
     if not (isinstance(node, (sp.Function, sp.Pow)) and node.is_number):
         return False
-    return isinstance(node, sp.Function) or not (node.exp.is_Rational and abs(node.exp) <= 64)
+    return isinstance(node, sp.Function) or not _cheap_power(node)
 
 
 def _hide_constants(exprs):
@@ -433,6 +439,15 @@ def _comment_text(formula, names: dict) -> str:
     return text[:200]
 
 
+def _print_body(sym_names, typer, hidden, assignments, exprs, order):
+    consts: dict = {}
+    printer = KernelPrinter(sym_names, typer, consts, order)
+    for k, const in hidden.items():  # a call or np.power(...): atomic where the Dummy stood
+        sym_names[k] = printer._print(const)
+    body = [f"    {sym.name} = {printer.doprint(val)}" for sym, val in assignments]
+    return consts, body, [printer.doprint(e) for e in exprs]
+
+
 def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = True) -> KernelSource:
     """The source of ``def kernel(<args>): return <expr(s)>`` for one dtype combination."""
     try:
@@ -450,10 +465,12 @@ def _generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool) ->
     def new_symbol():  # a Dummy: a SymPy input symbol that happens to be named _t0 is another symbol
         return sp.Dummy(f"_t{next(counter)}")
 
+    assignments = []
     if cse:
-        assignments, exprs = sp.cse(exprs, symbols=(new_symbol() for _ in iter(int, 1)), order="none")
-    else:
-        assignments = []
+        try:
+            assignments, exprs = sp.cse(exprs, symbols=(new_symbol() for _ in iter(int, 1)), order="none")
+        except (TypeError, ValueError, ArithmeticError):
+            pass  # SymPy's cse sorts terms, which fails for some expressions holding nan: go without
     assignments, exprs = _atomize_powers(assignments, exprs, new_symbol)
     typer = make_typer(formula.symbols, tuple(in_dtypes))
     for k, const in hidden.items():
@@ -461,14 +478,10 @@ def _generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool) ->
     for sym, val in assignments:  # temps take the dtype of their value
         typer.sym[sym] = typer(val)
         sym_names[sym] = sym.name
-    consts: dict = {}
-    printer = KernelPrinter(sym_names, typer, consts)
-    for k, const in hidden.items():  # a call or np.power(...): atomic where the Dummy stood
-        sym_names[k] = printer._print(const)
-    body = []
-    for sym, val in assignments:
-        body.append(f"    {sym.name} = {printer.doprint(val)}")
-    rets = [printer.doprint(e) for e in exprs]
+    try:
+        consts, body, rets = _print_body(sym_names, typer, hidden, assignments, exprs, None)
+    except TypeError:  # SymPy's order of terms compares numbers, which fails for some holding nan
+        consts, body, rets = _print_body(sym_names, typer, hidden, assignments, exprs, "none")
     ret = rets[0] if not formula.multi else "(" + ", ".join(rets) + ("," if len(rets) == 1 else "") + ")"
     body.append(f"    return {ret}")
     outs = ", ".join(map(dtype_name, out_dtypes))

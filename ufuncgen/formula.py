@@ -44,10 +44,17 @@ class Formula:
 
     def canonical(self) -> str:
         """Text that two spellings of the same formula share (the first part of cache keys)."""
-        return "|".join(sp.srepr(e) for e in self.exprs) + "@" + ",".join(self.args)
+        try:
+            body = "|".join(sp.srepr(e) for e in self.exprs)
+        except TypeError:  # srepr sorts terms, which fails for some expressions holding nan
+            body = "|".join(sp.srepr(e, order="none") for e in self.exprs)
+        return body + "@" + ",".join(self.args)
 
     def __str__(self) -> str:
-        body = ", ".join(str(e) for e in self.exprs)
+        try:
+            body = ", ".join(str(e) for e in self.exprs)
+        except (TypeError, ValueError, ArithmeticError):  # str() sorts terms, which can fail with nan
+            body = ", ".join(sp.sstr(e, order="none") for e in self.exprs)
         return f"[{body}]" if self.multi else body
 
 
