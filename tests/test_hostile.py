@@ -235,14 +235,46 @@ FUZZ_FINDINGS = [
     "where(x > 0, 3, y)**100",                                 # a power goes into each branch
     "x * Min(pow(erfc(10**300), 0.5), 2)",                     # mpmath's erfc(1e300) overflowed
     "x + y**(x*0 + 2) + (y**2)**(10**6)",
+    # second run
+    "x + (y ** -4694833492590736) % 3",                         # Mod took a polynomial gcd
+    "where(where(-(-5416838018421979) <= -gamma(z), -inf, lgamma(2)) >= -1.7976931348623157e308, x, y)",
+    "where(isnan(where(x > 2**1000, y, 3**600)), 1, 0)",      # a where(...) inside a condition
+    # third run
+    f"(3 / {2 ** 1000 + 1}) ** (3 / {2 ** 1000 + 1}) + x",      # cse rebuilt (evaluated) this root
 ]
+
+# SymPy's order of terms compares numbers, and raised TypeError (Invalid NaN comparison) for this
+NAN_SORT = ("where(x ** 1.5e-225 <= " + str(2 ** 1020 + 7) + " + 0.5, -2252189289.4476104, "
+            "where(2e274 <= 123, 0.99, nan)) - where(-z < " + str(3 ** 640) + " % 10**300, "
+            "acosh(-1093357612802249), 3)")
+
+
+def test_expressions_whose_terms_cannot_be_sorted_still_compile():
+    with time_limit(20):
+        f = ug.ufunc(NAN_SORT, args=("x", "y", "z"))
+        assert str(f.formula) and f.formula.canonical() and repr(f)
+        with np.errstate(all="ignore"):
+            f(np.ones(2), np.ones(2), np.ones(2))
+    src = f.source
+    assert_source_is_clean(src, f.args)
+
 
 
 @pytest.mark.parametrize("text", FUZZ_FINDINGS)
 def test_fuzz_findings_parse_and_generate_quickly(text):
     with time_limit():
-        formula = make_formula(text, args=("x", "y"))
-        generate_kernel(formula, (F8, F8), output_dtypes(formula, (F8, F8)))
+        formula = make_formula(text, args=("x", "y", "z"))
+        generate_kernel(formula, (F8,) * 3, output_dtypes(formula, (F8,) * 3))
+
+
+def test_powers_of_complex_constants_are_bounded():
+    # (2j)**-n was kept unevaluated, and SymPy multiplied out I**n * 2**n when it was added to
+    assert "too large" in str(refused(parse_formula, f"(2j) ** -{2 ** 1000} + x"))
+
+
+def test_cases_of_where_in_a_condition_are_bounded():
+    text = "where(" + " + ".join(f"where(x > {i}, {i}, y)" for i in range(10)) + " > 3, 1, 0)"
+    assert "cases" in str(refused(parse_formula, text))  # 2**10 cases
 
 
 @pytest.mark.parametrize("text", ["where(y <= 923900, 923900, y) ** (-923900) + x", "where(x > 0, 3, y)**(10**6)"])
@@ -421,7 +453,12 @@ _OURS = re.compile(r"_[act]\d+")
 
 
 def _names_and_strings(text: str):
-    toks = list(tokenize.generate_tokens(io.StringIO(text).readline))
+    toks = []
+    try:  # the header comment holds the formula cut at 200 characters: it may end mid-expression
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            toks.append(tok)
+    except tokenize.TokenError:
+        pass
     names, strings, comments = [], [], []
     for i, t in enumerate(toks):
         if t.type == tokenize.NAME:

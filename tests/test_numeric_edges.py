@@ -206,6 +206,21 @@ def test_negated_comparison_with_nan_as_numpy(text, ref):
     same(call(uf(text, args=("x",)), V), numpy_ref(ref, V))
 
 
+def test_where_inside_a_condition_as_numpy():
+    x = np.array([1.0, -1, NAN, 3, NAN, -5])
+    y = np.array([NAN, -2, 5, NAN, 1, 0.5])
+    cases = {
+        "where(where(x > y, y, x) > 0, x, y)": lambda: np.where(np.where(x > y, y, x) > 0, x, y),
+        "where(where(x > 0, y, x) + 1 >= where(y < 0, x, 2), 1, 0)":
+            lambda: np.where(np.where(x > 0, y, x) + 1 >= np.where(y < 0, x, 2), 1.0, 0.0),
+        "where(isnan(where(x > 0, y, x)), 1, 0)": lambda: np.where(np.isnan(np.where(x > 0, y, x)), 1.0, 0.0),
+        "where(~(where(x > 0, y, x) < 1), 1, 0)": lambda: np.where(~(np.where(x > 0, y, x) < 1), 1.0, 0.0),
+        "where(~((x > 0) | (y < 1)), x, y)": lambda: np.where(~((x > 0) | (y < 1)), x, y),
+    }
+    for text, ref in cases.items():
+        same(call(uf(text, args=("x", "y")), x, y), numpy_ref(ref))
+
+
 @pytest.mark.parametrize("text, value", [("x - x", 0.0), ("x / x", 1.0), ("x * 0", 0.0), ("x == x", True),
                                          ("x * nan + 1", NAN), ("Max(x, x)", None)])
 def test_sympy_simplification_happens_before_nan_and_inf(text, value):

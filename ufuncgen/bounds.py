@@ -39,6 +39,7 @@ class Limits:
     max_const_bits: int = 4096      # exact numbers made by folding constants (numerator + denominator)
     max_args: int = 255             # distinct names
     max_name_length: int = 256      # characters of one name
+    max_cases: int = 256            # cases of where(...) results inside one condition
 
 
 LIMITS = Limits()

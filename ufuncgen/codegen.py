@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import sympy as sp
+from sympy.core.relational import Relational
 from sympy.printing.precedence import precedence
 from sympy.printing.pycode import PythonCodePrinter
 from sympy.printing.str import StrPrinter
@@ -66,8 +67,8 @@ class KernelPrinter(PythonCodePrinter):
 
     printmethod = "_ufuncgen_kernel"
 
-    def __init__(self, names: dict, typer, constants: dict):
-        super().__init__({"fully_qualified_modules": False, "strict": True})
+    def __init__(self, names: dict, typer, constants: dict, order=None):
+        super().__init__({"fully_qualified_modules": False, "strict": True, "order": order})
         self._names = names
         self._typer = typer
         self._consts = constants  # (dtype name, repr) -> constant name
@@ -411,6 +412,12 @@ def common_subexpressions(exprs, new_symbol):
     return kept, [rebuild(e, inline) for e in reduced]
 
 
+def _cheap_power(node) -> bool:
+    """A power of numbers SymPy evaluates quickly: a small integer exponent of a number that is not huge."""
+    return node.exp.is_Integer and abs(int(node.exp)) <= 64 and not (
+        node.base.is_Rational and abs(int(node.base.p)).bit_length() + int(node.base.q).bit_length() > 128)
+
+
 def _unevaluated_constant(node) -> bool:
     """A node SymPy would compute if it were built again: a function of numbers, a power of
     numbers the parser left unevaluated (the exponent is not a small rational), re/im/arg,
@@ -418,11 +425,14 @@ def _unevaluated_constant(node) -> bool:
     negated comparison."""
     if isinstance(node, (sp.re, sp.im, sp.arg)):
         return True
-    if isinstance(node, sp.Not) and node.args[0].is_Relational:
+    if isinstance(node, sp.Mod) and any(isinstance(p, sp.Pow) and p.exp.is_Integer and abs(int(p.exp)) > 64
+                                        for p in sp.preorder_traversal(node)):
+        return True  # rebuilt, Mod(y**-(10**15), c) takes a polynomial gcd of that degree
+    if isinstance(node, sp.Not) and node.args[0].has(Relational):
         return True  # rebuilt, ~(x > 0) becomes x <= 0, which is not the same for NaN
     if not (isinstance(node, (sp.Function, sp.Pow)) and node.is_number):
         return False
-    return isinstance(node, sp.Function) or not (node.exp.is_Rational and abs(node.exp) <= 64)
+    return isinstance(node, sp.Function) or not _cheap_power(node)
 
 
 def _hide_constants(exprs):
@@ -490,6 +500,15 @@ def _comment_text(formula, names: dict) -> str:
     return text[:200]
 
 
+def _print_body(printer_class, sym_names, typer, hidden, assignments, exprs, order):
+    consts: dict = {}
+    printer = printer_class(sym_names, typer, consts, order)
+    for k, const in hidden.items():  # a call or np.power(...): atomic where the Dummy stood
+        sym_names[k] = printer._print(const)
+    body = [f"    {sym.name} = {printer.doprint(val)}" for sym, val in assignments]
+    return consts, body, [printer.doprint(e) for e in exprs]
+
+
 def generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool = True,
                     printer: type | None = None) -> KernelSource:
     """The source of ``def kernel(<args>): return <expr(s)>`` for one dtype combination.
@@ -512,10 +531,9 @@ def _generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool, pr
     def new_symbol():  # a Dummy: a SymPy input symbol that happens to be named _t0 is another symbol
         return sp.Dummy(f"_t{next(counter)}")
 
+    assignments = []
     if cse:
         assignments, exprs = common_subexpressions(exprs, new_symbol)
-    else:
-        assignments = []
     assignments, exprs = _atomize_powers(assignments, exprs, new_symbol)
     typer = make_typer(formula.symbols, tuple(in_dtypes))
     for k, const in hidden.items():
@@ -523,14 +541,10 @@ def _generate_kernel(formula, in_dtypes: tuple, out_dtypes: tuple, cse: bool, pr
     for sym, val in assignments:  # temps take the dtype of their value
         typer.sym[sym] = typer(val)
         sym_names[sym] = sym.name
-    consts: dict = {}
-    printer = printer_class(sym_names, typer, consts)
-    for k, const in hidden.items():  # a call or np.power(...): atomic where the Dummy stood
-        sym_names[k] = printer._print(const)
-    body = []
-    for sym, val in assignments:
-        body.append(f"    {sym.name} = {printer.doprint(val)}")
-    rets = [printer.doprint(e) for e in exprs]
+    try:
+        consts, body, rets = _print_body(printer_class, sym_names, typer, hidden, assignments, exprs, None)
+    except TypeError:  # SymPy's order of terms compares numbers, which fails for some holding nan
+        consts, body, rets = _print_body(printer_class, sym_names, typer, hidden, assignments, exprs, "none")
     ret = rets[0] if len(rets) == 1 else "(" + ", ".join(rets) + ")"
     body.append(f"    return {ret}")
     outs = ", ".join(map(dtype_name, out_dtypes))

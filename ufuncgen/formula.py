@@ -49,14 +49,21 @@ class Formula:
         load would otherwise pay several times per ufunc."""
         text = self.__dict__.get("_canonical")
         if text is None:
-            text = "|".join(sp.srepr(e) for e in self.exprs) + "@" + ",".join(self.args)
+            try:
+                body = "|".join(sp.srepr(e) for e in self.exprs)
+            except TypeError:  # srepr sorts terms, which fails for some expressions holding nan
+                body = "|".join(sp.srepr(e, order="none") for e in self.exprs)
+            text = body + "@" + ",".join(self.args)
             object.__setattr__(self, "_canonical", text)
         return text
 
     def __str__(self) -> str:
         text = self.__dict__.get("_str")
         if text is None:
-            body = ", ".join(str(e) for e in self.exprs)
+            try:
+                body = ", ".join(str(e) for e in self.exprs)
+            except (TypeError, ValueError, ArithmeticError):  # str() sorts terms, which can fail with nan
+                body = ", ".join(sp.sstr(e, order="none") for e in self.exprs)
             text = f"[{body}]" if self.multi else body
             object.__setattr__(self, "_str", text)
         return text

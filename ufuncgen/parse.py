@@ -24,7 +24,7 @@ from sympy.printing.str import StrPrinter
 
 from .bounds import ALLOWED_CORE, LIMITS, Limits, check_tree, float_value, number_bits, raise_bits, to_sympy_number
 from .errors import FormulaError
-from .functions import BY_NAME, BY_SYMPY, CONSTANTS
+from .functions import BOOL, BY_NAME, BY_SYMPY, CONSTANTS
 
 __all__ = ["Limits", "LIMITS", "parse_formula", "FormulaParser", "check_name", "is_condition"]
 
@@ -370,7 +370,8 @@ class FormulaParser:
             if self._inexact_constants(a, b):
                 f = np.floor_divide if isinstance(op, ast.FloorDiv) else np.mod
                 return self._fold([a, b], f, node)
-            make = (lambda: sp.floor(a / b)) if isinstance(op, ast.FloorDiv) else (lambda: sp.Mod(a, b))
+            big = _has_large_power(a, 64) or _has_large_power(b, 64)  # Mod would take a polynomial gcd
+            make = (lambda: sp.floor(a / b)) if isinstance(op, ast.FloorDiv) else (lambda: sp.Mod(a, b, evaluate=not big))
             return self._settle(self._number_guard(make, node), node)
         return self._power(a, b, node)
 
@@ -393,23 +394,35 @@ class FormulaParser:
     def _power(self, a, b, node):
         """a**b with every number SymPy would compute bounded first."""
         limit = self.limits.max_const_bits
-        if a.is_number and b.is_number:
-            if _holds(a, "is_zero") and _holds(b, "is_extended_negative"):
-                raise self.error("zero to a negative power in a constant", node)
-            if not isinstance(b, (sp.Rational, sp.Float)) or not isinstance(a, (sp.Rational, sp.Float)):
-                if not (isinstance(b, sp.Integer) and abs(int(b)) <= 64):
-                    # pi**(10**9), (2+3j)**(10**7), 2**sin(1): SymPy keeps it; we keep it unevaluated
-                    return self._settle(sp.Pow(a, b, evaluate=False), node)
-            elif isinstance(a, sp.Rational) and isinstance(b, sp.Rational) and not isinstance(b, sp.Integer) \
-                    and number_bits(a) > 64:
-                # a root of a large exact number: SymPy would factor it
-                return self._settle(sp.Pow(a, b, evaluate=False), node)
         if isinstance(b, (sp.Rational, sp.Float)):
             rb = raise_bits(a)
             est = rb * abs(float(b)) if rb else 0.0
             if est > limit:
                 raise self.error(f"constant power is too large (about {est:.3g} bits; the limit is {limit})", node)
+        if a.is_number and b.is_number:
+            if _holds(a, "is_zero") and _holds(b, "is_extended_negative"):
+                raise self.error("zero to a negative power in a constant", node)
+            if not isinstance(b, (sp.Rational, sp.Float)) or not isinstance(a, (sp.Rational, sp.Float)):
+                if not (isinstance(b, sp.Integer) and abs(int(b)) <= 64):
+                    # pi**(10**9), (1+sqrt(2))**(10**7), 2**sin(1): computed in float64 (below),
+                    # never by SymPy, which would multiply out I**n * 2**n for (2j)**n
+                    return self._fold_power(sp.Pow(a, b, evaluate=False), node)
+            elif isinstance(a, sp.Rational) and isinstance(b, sp.Rational) and not isinstance(b, sp.Integer) \
+                    and number_bits(a) > 64:
+                # a root of a large exact number: SymPy would factor it
+                return self._settle(sp.Pow(a, b, evaluate=False), node)
         return self._settle(self._number_guard(lambda: a ** b, node), node)
+
+    def _fold_power(self, power, node):
+        """A power of constants SymPy may not evaluate: kept while small (pi**2), else float64."""
+        out = self._settle(power, node)
+        if out is not power or (isinstance(power.exp, sp.Integer) and abs(int(power.exp)) > 64):
+            v = float_value(power, self._values)
+            folded = to_sympy_number(v) if isinstance(v, (float, complex)) else None
+            if folded is None:
+                raise self.error(f"the constant {_show(power)} does not fit in complex128", node)
+            return folded
+        return out
 
     def _number_guard(self, make, node, *args):
         """Run one SymPy construction, ``make(*args)``; arithmetic failures and oversized numbers
@@ -473,9 +486,10 @@ class FormulaParser:
 
     @staticmethod
     def _not(cond):
-        """not/~ of a condition.  SymPy turns ~(x > 0) into x <= 0, which differs where x is NaN
-        (NumPy: ~(nan > 0) is True); a negated comparison is kept as a negation."""
-        return sp.Not(cond, evaluate=False) if isinstance(cond, Relational) else sp.Not(cond)
+        """not/~ of a condition.  SymPy turns ~(x > 0) into x <= 0 (and ~(a | b) into ~a & ~b, down
+        to the comparisons), which differs where x is NaN (NumPy: ~(nan > 0) is True); a negated
+        condition holding a comparison is kept as a negation."""
+        return sp.Not(cond, evaluate=False) if cond.has(Relational) else sp.Not(cond)
 
     def _boolean(self, v, node):
         if is_condition(v):
@@ -518,6 +532,10 @@ class FormulaParser:
             if cls not in (sp.Eq, sp.Ne) and any(isinstance(float_value(s, self._values), complex)
                                                  for s in (left, right)):
                 raise self.error("complex numbers cannot be ordered (compare their real parts or abs)", node)
+        if left.has(sp.Piecewise) or right.has(sp.Piecewise):
+            side = left if left.has(sp.Piecewise) else right
+            return self._cases(side, lambda e: self._compare(cls, e, right, node) if side is left
+                               else self._compare(cls, left, e, node), node)
         if (left.is_infinite and right.is_number) or (right.is_infinite and left.is_number):
             pass  # both constant: decided above, or left to SymPy (oo > 1)
         elif left in (sp.oo, -sp.oo) or right in (sp.oo, -sp.oo):
@@ -526,6 +544,39 @@ class FormulaParser:
             return cls(left, right)
         except (TypeError, NotImplementedError) as err:
             raise self.error(f"cannot compare these: {err}"[:200], node) from None
+
+    def _cases(self, value, condition, node):
+        """condition(value) for a value holding where(...), written as its cases:
+        (c1 & condition(a1)) | (~c1 & c2 & condition(a2)) | ...
+
+        Given a where(...) inside a condition, SymPy folds it into the condition and solves each
+        case as a set of reals (factoring, primality tests of its numbers): seconds per formula,
+        or NotImplementedError.  The number of cases is bounded, as folding multiplies them.
+        """
+        count = 1
+        for p in sp.preorder_traversal(value):
+            if isinstance(p, sp.Piecewise):
+                count *= len(p.args)
+                if count > self.limits.max_cases:
+                    raise self.error(f"a condition on where(...) results has more than {self.limits.max_cases} "
+                                     "cases; compute the where(...) outside the condition", node)
+        try:
+            folded = sp.piecewise_fold(value)
+        except (TypeError, ValueError, ArithmeticError, NotImplementedError, RecursionError) as err:
+            raise self.error(f"cannot use this where(...) in a condition: {err}"[:200], node) from None
+        if not isinstance(folded, sp.Piecewise):
+            raise self.error("cannot use this where(...) in a condition; compute it outside the condition", node)
+        pairs = list(folded.args)
+        if pairs[-1].cond is not sp.true:
+            pairs.append(sp.functions.elementary.piecewise.ExprCondPair(sp.nan, sp.true))  # no case: nan
+        cases, before = [], []
+        for pair in pairs:
+            this = condition(pair.expr)
+            cases.append(sp.And(*before, this) if pair.cond is sp.true else sp.And(*before, pair.cond, this))
+            if pair.cond is sp.true:
+                break
+            before.append(self._not(pair.cond))
+        return sp.Or(*cases)
 
     _SWAP = {sp.Eq: sp.Eq, sp.Ne: sp.Ne, sp.StrictLessThan: sp.StrictGreaterThan, sp.LessThan: sp.GreaterThan,
              sp.StrictGreaterThan: sp.StrictLessThan, sp.GreaterThan: sp.LessThan}
@@ -598,6 +649,8 @@ class FormulaParser:
         if not fn.complex_ok and any(a.is_number and isinstance(float_value(a, self._values), complex)
                                      for a in args):
             raise self.error(f"{name}() does not take complex arguments", node)
+        if fn.rule == BOOL and args and args[0].has(sp.Piecewise):  # isnan(where(...)): see _cases
+            return self._cases(args[0], lambda e: self._settle(fn.build(e), node), node)
         if fn.name in ("Min", "Max") and any(a is sp.nan for a in args):
             return sp.nan  # NumPy's minimum and maximum propagate NaN (SymPy refuses to compare it)
         if fn.name == "log" and all(a.is_number for a in args):
