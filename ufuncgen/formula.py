@@ -9,12 +9,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import sympy as sp
-from sympy.logic.boolalg import BooleanAtom, BooleanFunction
 
 from .bounds import ALLOWED_CORE, LIMITS, check_tree
 from .errors import FormulaError
 from .functions import BY_SYMPY, fmod  # noqa: F401  (fmod registers a SymPy class)
-from .parse import check_name, is_condition, parse_formula
+from .parse import check_name, parse_formula
 
 __all__ = ["Formula", "make_formula", "check_sympy", "ALLOWED_CORE"]
 
@@ -123,8 +122,6 @@ def make_formula(formula, args: Sequence[str] | None = None, extra_nodes: tuple 
     exprs, texts = [], []
     for item in items:
         e, t = _to_expr(item, extra_nodes)
-        if is_condition(e) and not isinstance(e, BooleanAtom) or isinstance(e, BooleanFunction):
-            pass  # boolean outputs are fine
         exprs.append(e)
         texts.append(t)
     text = texts[0] if not multi else ("[" + ", ".join(t or str(e) for t, e in zip(texts, exprs, strict=True)) + "]")
