@@ -53,8 +53,11 @@ class Formula:
     def __str__(self) -> str:
         try:
             body = ", ".join(str(e) for e in self.exprs)
-        except (TypeError, ValueError, ArithmeticError):  # str() sorts terms, which can fail with nan
-            body = ", ".join(sp.sstr(e, order="none") for e in self.exprs)
+        except (TypeError, ValueError, ArithmeticError):  # str() compares numbers, which fails with nan
+            try:
+                body = ", ".join(sp.sstr(e, order="none") for e in self.exprs)
+            except (TypeError, ValueError, ArithmeticError):
+                body = ", ".join(sp.srepr(e, order="none") for e in self.exprs)
         return f"[{body}]" if self.multi else body
 
 
