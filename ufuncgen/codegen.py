@@ -194,11 +194,12 @@ class KernelPrinter(PythonCodePrinter):
                                 f"np.power({self._print(b)}, {self._const(-int(x), self._typer(b))})")
         if x.is_Number:
             dt = self._typer(e)
-            xt = np.dtype(np.float32 if dt in (np.float32, np.complex64) else np.float64) if x.is_real else dt
+            real = bool(x.is_extended_real) or x is sp.nan  # nan.is_real is None, oo.is_real False
+            xt = np.dtype(np.float32 if dt in (np.float32, np.complex64) else np.float64) if real else dt
             bs = self._print(b)
             if dt.kind == "c" and b.is_Number and self._typer(b).kind != "c":
                 bs = self._const(complex(float(b)), dt)  # (-1)**(1/3): the principal root, as SymPy's
-            return f"np.power({bs}, {self._const(complex(x) if not x.is_real else float(x), xt)})"
+            return f"np.power({bs}, {self._const(float(x) if real else complex(x), xt)})"
         return f"np.power({self._print(b)}, {self._print(x)})"
 
     def _print_Mod(self, e):
@@ -492,10 +493,13 @@ class _CommentPrinter(StrPrinter):
 
 
 def _comment_text(formula, names: dict) -> str:
-    try:  # str()'s order of terms; it evaluates numbers to sort them, which may fail
-        text = ", ".join(_CommentPrinter(names).doprint(e) for e in formula.exprs)
-    except (ArithmeticError, ValueError, TypeError, RecursionError):
-        text = ", ".join(_CommentPrinter(names, "none").doprint(e) for e in formula.exprs)
+    text = "?"  # not printable
+    for order in (None, "none"):  # str()'s order of terms first; sorting compares numbers (nan fails)
+        try:
+            text = ", ".join(_CommentPrinter(names, order).doprint(e) for e in formula.exprs)
+            break
+        except (ArithmeticError, ValueError, TypeError, RecursionError):
+            continue
     text = f"[{text}]" if formula.multi else text
     return text[:200]
 

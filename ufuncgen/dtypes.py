@@ -195,7 +195,7 @@ class _Infer:
                     return bt if bt.kind != "b" else np.dtype(np.int64)
                 return bt if bt.kind in "fc" else np.dtype(np.float64)  # int/int is float64
             if x.is_Number:
-                return _float_of(np.result_type(bt, literal_dtype(1.0 if x.is_real else 1j, self.context)))
+                return _float_of(np.result_type(bt, literal_dtype(1.0 if x.is_extended_real or x is sp.nan else 1j, self.context)))
             return np.result_type(bt, self(x))
         if isinstance(e, sp.Mod):
             return np.result_type(*[self(a) for a in e.args])

@@ -61,8 +61,11 @@ class Formula:
         if text is None:
             try:
                 body = ", ".join(str(e) for e in self.exprs)
-            except (TypeError, ValueError, ArithmeticError):  # str() sorts terms, which can fail with nan
-                body = ", ".join(sp.sstr(e, order="none") for e in self.exprs)
+            except (TypeError, ValueError, ArithmeticError):  # str() compares numbers, which fails with nan
+                try:
+                    body = ", ".join(sp.sstr(e, order="none") for e in self.exprs)
+                except (TypeError, ValueError, ArithmeticError):
+                    body = ", ".join(sp.srepr(e, order="none") for e in self.exprs)
             text = f"[{body}]" if self.multi else body
             object.__setattr__(self, "_str", text)
         return text
