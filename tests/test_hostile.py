@@ -241,6 +241,8 @@ FUZZ_FINDINGS = [
     "where(isnan(where(x > 2**1000, y, 3**600)), 1, 0)",      # a where(...) inside a condition
     # third run
     f"(3 / {2 ** 1000 + 1}) ** (3 / {2 ** 1000 + 1}) + x",      # cse rebuilt (evaluated) this root
+    # fifth run: folding a where(...) into a condition evaluated exp2(-9**300) exactly (memory, minutes)
+    f"where(-sinh(y) > exp2(where(y <= 2, -{9 ** 300}, {3 ** 600} - y)), x, 1)",
 ]
 
 # SymPy's order of terms compares numbers, and raised TypeError (Invalid NaN comparison) for this
@@ -356,6 +358,7 @@ def test_payload_does_not_execute(payload, tmp_path, monkeypatch):
 def test_parsing_never_hands_text_to_eval_exec_or_sympify(monkeypatch):
     import builtins
 
+    import sympy.core.cache
     import sympy.parsing.sympy_parser as sympy_parser
 
     calls = []
@@ -372,14 +375,21 @@ def test_parsing_never_hands_text_to_eval_exec_or_sympify(monkeypatch):
             calls.append(("compile", source))
         return real_compile(source, filename, mode, flags, *args, **kwargs)
 
+    texts = ["sin(x)**2 + a*exp(-y)", "where(x > 0, x, 0) + Max(x, y, 1)", "x // 3 + x % 2 - 1e3 * y",
+             "Piecewise((x, x > 0), (y, True))", "log(x, 2) + atan2(y, x) + 2**0.5", *[p.format(s="S") for p in PAYLOADS]]
+
+    def parse_all():
+        for text in texts:
+            with contextlib.suppress(FormulaError):
+                make_formula(text)
+
+    parse_all()  # first, unwatched: SymPy's lazy imports exec module code objects
     monkeypatch.setattr(builtins, "eval", watch("eval", builtins.eval))
     monkeypatch.setattr(builtins, "exec", watch("exec", builtins.exec))
     monkeypatch.setattr(builtins, "compile", compile_ast_only)
     monkeypatch.setattr(sympy_parser, "parse_expr", watch("parse_expr", sympy_parser.parse_expr))
-    for text in ["sin(x)**2 + a*exp(-y)", "where(x > 0, x, 0) + Max(x, y, 1)", "x // 3 + x % 2 - 1e3 * y",
-                 "Piecewise((x, x > 0), (y, True))", "log(x, 2) + atan2(y, x) + 2**0.5", *[p.format(s="S") for p in PAYLOADS]]:
-        with contextlib.suppress(FormulaError):
-            make_formula(text)
+    sympy.core.cache.clear_cache()  # so the watched pass builds every node again
+    parse_all()
     assert calls == []
 
 

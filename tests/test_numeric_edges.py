@@ -214,6 +214,8 @@ def test_where_inside_a_condition_as_numpy():
         "where(where(x > 0, y, x) + 1 >= where(y < 0, x, 2), 1, 0)":
             lambda: np.where(np.where(x > 0, y, x) + 1 >= np.where(y < 0, x, 2), 1.0, 0.0),
         "where(isnan(where(x > 0, y, x)), 1, 0)": lambda: np.where(np.isnan(np.where(x > 0, y, x)), 1.0, 0.0),
+        "where(exp2(where(x > 0, where(y > 0, y, -y), x)) > 1.5, 1, 0)":
+            lambda: np.where(np.exp2(np.where(x > 0, np.where(y > 0, y, -y), x)) > 1.5, 1.0, 0.0),
         "where(~(where(x > 0, y, x) < 1), 1, 0)": lambda: np.where(~(np.where(x > 0, y, x) < 1), 1.0, 0.0),
         "where(~((x > 0) | (y < 1)), x, y)": lambda: np.where(~((x > 0) | (y < 1)), x, y),
     }

@@ -561,7 +561,7 @@ class FormulaParser:
                     raise self.error(f"a condition on where(...) results has more than {self.limits.max_cases} "
                                      "cases; compute the where(...) outside the condition", node)
         try:
-            folded = sp.piecewise_fold(value)
+            folded = fold_cases(value)
         except (TypeError, ValueError, ArithmeticError, NotImplementedError, RecursionError) as err:
             raise self.error(f"cannot use this where(...) in a condition: {err}"[:200], node) from None
         if not isinstance(folded, sp.Piecewise):
@@ -739,3 +739,38 @@ def parse_formula(text: str, limits: Limits = LIMITS) -> sp.Basic:
         raise FormulaError("formula is nested too deeply", text) from None
     check_tree(expr, text, limits, allowed=_ALLOWED)
     return expr
+
+
+def fold_cases(e):
+    """``f(where(c, a, b))`` as ``where(c, f(a), f(b))``, every node rebuilt *unevaluated*.
+
+    SymPy's ``piecewise_fold`` rebuilds with evaluation: ``exp2`` of a case holding -9**300 becomes
+    an exact rational with a 10**300-bit denominator (memory, then minutes).  A nested where keeps
+    its meaning: when an outer case holds and no inner one does, the value is nan, as in the kernel.
+    """
+    if e.is_Atom or not e.has(sp.Piecewise):
+        return e
+    if isinstance(e, sp.Piecewise):
+        pairs = []
+        for expr, cond in e.args:
+            inner = fold_cases(expr)
+            if not isinstance(inner, sp.Piecewise):
+                pairs.append((inner, cond))
+                continue
+            pairs += [(x, c if cond is sp.true else sp.And(cond, c)) for x, c in inner.args]
+            if inner.args[-1].cond is not sp.true:
+                pairs.append((sp.nan, cond))
+        return sp.Piecewise(*pairs, evaluate=False)
+    args = [fold_cases(a) for a in e.args]
+    at = next((k for k, a in enumerate(args) if isinstance(a, sp.Piecewise)), None)
+    if at is None:
+        return _unevaluated(e.func, args)
+    return sp.Piecewise(*[(fold_cases(_unevaluated(e.func, args[:at] + [x] + args[at + 1:])), c)
+                          for x, c in args[at].args], evaluate=False)
+
+
+def _unevaluated(func, args):
+    try:
+        return func(*args, evaluate=False)
+    except TypeError:
+        return func(*args)
