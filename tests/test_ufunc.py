@@ -1,5 +1,6 @@
 """NumPy ufunc semantics of the objects ``ug.ufunc`` returns, on the cpu and parallel targets."""
 import pickle
+import platform
 
 import numpy as np
 import pytest
@@ -136,6 +137,35 @@ def test_booleans_comparisons_and_where():
     assert chained(x).dtype == np.bool_
     pw = ug.ufunc("Piecewise((x, x < 0), (x**2, x < 1))")  # no default branch: nan
     np.testing.assert_array_equal(pw(x), np.where(x < 0, x, np.where(x < 1, x ** 2, np.nan)))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64", "int32", "complex128", "int8"])
+def test_outputs_large_enough_to_be_streamed_past_the_cache(dtype):
+    """Contiguous outputs over ``STREAM_BYTES`` go through the block buffer with non-temporal stores
+    (numbers of 4 and 8 bytes; the others are stored in place): every element, the ragged last
+    block, in place, next to a strided output, and on the parallel target."""
+    from ufuncgen.backends.cpu import STREAM_BYTES
+
+    dt = np.dtype(dtype)
+    n = STREAM_BYTES // min(dt.itemsize, 4) + 131  # over the limit for every type, not a whole block
+    x = (RNG.normal(size=n) * 100).astype(dt)
+    f = ug.ufunc(["x + x", "x * 3"], target="cpu")
+    want = (x + x, x * 3)
+    a, b = f(x)
+    np.testing.assert_array_equal(a, want[0])
+    np.testing.assert_array_equal(b, want[1])
+    strided = np.zeros(2 * n, dt)
+    f(x, out=(a, strided[::2]))  # one output streamed, one scattered
+    np.testing.assert_array_equal(strided[::2], want[1])
+    assert not strided[1::2].any()
+    f(x, out=(x, a))  # in place: each block reads x before its buffer is streamed back
+    np.testing.assert_array_equal(x, want[0])
+    np.testing.assert_array_equal(a, want[1])
+    g = ug.ufunc("x * 3", target="parallel")
+    np.testing.assert_array_equal(g(want[0]), want[0] * 3)
+    if platform.machine() in ("x86_64", "AMD64") and dt.itemsize in (4, 8):
+        ir_text = ug.ufunc("x * 3", signatures=f"{dt.name}({dt.name})", cache=False).inspect_llvm()
+        assert "!nontemporal" in next(iter(ir_text.values()))
 
 
 def test_several_outputs_return_a_tuple(target):

@@ -10,6 +10,10 @@ two paths, both with the kernel inlined once each:
   the same vectorisable loop.  When an output has stride 0 (NumPy's ``reduce``), blocks are one
   element long so each step sees the previous result.
 
+A contiguous output of at least ``STREAM_BYTES`` (x86-64 only) is written through the block buffer
+and copied out with non-temporal stores, as ``memcpy`` does for large copies: a plain store first
+reads the line it writes (read-for-ownership), a quarter more traffic for ``a*x + y``.
+
 Writing the loop in IR instead of a second Numba function keeps the cold compile within a few
 milliseconds of Numba's own kernel compile.
 """
@@ -28,6 +32,7 @@ from numba.np.ufunc import _internal
 __all__ = ["compile_kernel", "build_loop", "make_numpy_ufunc", "CompiledLoop", "BLOCK"]
 
 BLOCK = 256  # elements per block in the general path (stack buffers of at most 4 KiB each)
+STREAM_BYTES = 16 << 20  # a contiguous output this large bypasses the cache (larger than most L2 + LLC shares)
 
 
 @dataclass
@@ -145,7 +150,7 @@ def build_loop(cres, in_dtypes: tuple, out_dtypes: tuple, name: str, want_ir: bo
         zero = ir.Constant(intp, 0)
         one = ir.Constant(intp, 1)
 
-        helpers = _CopyHelpers(module, ctx, intp)
+        helpers = _CopyHelpers(module, ctx, intp, streams=_can_stream(ctx))
         _block_loop(ctx, builder, ins, outs, n, kfunc, restype, argtypes, nout, intp, helpers)
         builder.ret_void()
 
@@ -164,8 +169,9 @@ class _CopyHelpers:
     this is most of the difference between a 150 ms and a 40 ms loop compile.
     """
 
-    def __init__(self, module, ctx, intp):
+    def __init__(self, module, ctx, intp, streams: bool = False):
         self.module, self.ctx, self.intp = module, ctx, intp
+        self.streams = streams  # non-temporal stores available (x86-64)
         self.cache = {}
 
     def _define(self, kind, data_t):
@@ -176,8 +182,9 @@ class _CopyHelpers:
         intp = self.intp
         ptr_t = data_t.as_pointer()
         i8p = ir.IntType(8).as_pointer()
-        # fill(dst, value_ptr, m); gather(dst, src_base, step, start, m); scatter(dst_base, step, start, src, m)
-        if kind == "fill":
+        # fill(dst, value_ptr, m); gather(dst, src_base, step, start, m); scatter(dst_base, step, start, src, m);
+        # stream(dst, src, m)
+        if kind in ("fill", "stream"):
             fnty = ir.FunctionType(ir.VoidType(), [ptr_t, ptr_t, intp])
         elif kind == "gather":
             fnty = ir.FunctionType(ir.VoidType(), [ptr_t, i8p, intp, intp, intp])
@@ -186,10 +193,18 @@ class _CopyHelpers:
         fn = ir.Function(self.module, fnty, name=f"ufuncgen_{kind}_{len(self.cache)}")
         fn.linkage = "internal"
         fn.attributes.add("noinline")
-        fn.attributes.add("optsize")  # plain copies: not worth vectorising, and cheaper to compile
-        fn.attributes.add("minsize")
+        if kind != "stream":
+            fn.attributes.add("optsize")  # plain copies: not worth vectorising, and cheaper to compile
+            fn.attributes.add("minsize")
         b = ir.IRBuilder(fn.append_basic_block("entry"))
-        if kind == "fill":
+        if kind == "stream":  # non-temporal stores of the bits (movnti: any alignment, any element type)
+            dst, src, m = fn.args
+            bits = ir.IntType(self.ctx.get_abi_sizeof(data_t) * 8).as_pointer()
+            dst, src = b.bitcast(dst, bits), b.bitcast(src, bits)
+            with cgutils.for_range(b, m, intp=intp) as lp:
+                st = b.store(b.load(b.gep(src, [lp.index])), b.gep(dst, [lp.index]))
+                st.set_metadata("nontemporal", self.module.add_metadata([ir.Constant(ir.IntType(32), 1)]))
+        elif kind == "fill":
             dst, src, m = fn.args
             v = b.load(src)
             with cgutils.for_range(b, m, intp=intp) as lp:
@@ -217,6 +232,27 @@ class _CopyHelpers:
     def scatter(self, builder, op, start, m):
         builder.call(self._define("scatter", op.data_t), [op.base, op.step, start, op.buffer_ptr(builder), m])
 
+    def stream(self, builder, op, start, m):
+        builder.call(self._define("stream", op.data_t), [builder.gep(op.typed_base, [start]), op.buffer_ptr(builder), m])
+
+    def fence(self, builder):
+        """Order the non-temporal stores before whatever follows the loop (another thread's read)."""
+        fn = self.module.globals.get("llvm.x86.sse.sfence") or ir.Function(
+            self.module, ir.FunctionType(ir.VoidType(), []), name="llvm.x86.sse.sfence")
+        builder.call(fn, [])
+
+
+def _can_stream(ctx) -> bool:
+    import llvmlite.binding as llvm
+
+    return llvm.get_process_triple().startswith("x86_64")
+
+
+def _streamable(op) -> bool:
+    """Plain numbers only (a complex value is a struct, a bool one byte: nothing to gain)."""
+    return isinstance(op.data_t, (ir.DoubleType, ir.FloatType)) or (
+        isinstance(op.data_t, ir.IntType) and op.data_t.width >= 32)
+
 
 def _block_loop(ctx, builder, ins, outs, n, kfunc, restype, argtypes, nout, intp, helpers):
     """The loop over blocks (see the module docstring); contiguous operands are read in place."""
@@ -235,6 +271,17 @@ def _block_loop(ctx, builder, ins, outs, n, kfunc, restype, argtypes, nout, intp
             helpers.fill(builder, op, block)
         prefilled.append(is_scalar)
 
+    # large contiguous outputs: computed into the block buffer, then streamed out (see module docstring)
+    streams, any_stream = [], None
+    for op in outs:
+        if not (helpers.streams and _streamable(op)):
+            streams.append(None)
+            continue
+        big = builder.icmp_signed(">=", builder.mul(n, op.size), ir.Constant(intp, STREAM_BYTES))
+        stream = builder.and_(builder.icmp_signed("==", op.step, op.size), big)
+        streams.append(stream)
+        any_stream = stream if any_stream is None else builder.or_(any_stream, stream)
+
     nblocks = builder.udiv(builder.add(n, builder.sub(blk, one)), blk)
     with cgutils.for_range(builder, nblocks, intp=intp) as blp:
         start = builder.mul(blp.index, blk)
@@ -247,17 +294,24 @@ def _block_loop(ctx, builder, ins, outs, n, kfunc, restype, argtypes, nout, intp
             with builder.if_then(builder.and_(builder.not_(direct), builder.not_(pre))):
                 helpers.gather(builder, op, start, m)
         qo = []
-        for op in outs:
+        for op, stream in zip(outs, streams):
             direct = builder.icmp_signed("==", op.step, op.size)
-            qo.append((builder.select(direct, builder.gep(op.typed_base, [start]), op.buffer_ptr(builder)), direct))
+            in_place = direct if stream is None else builder.and_(direct, builder.not_(stream))
+            qo.append((builder.select(in_place, builder.gep(op.typed_base, [start]), op.buffer_ptr(builder)), direct))
         with cgutils.for_range(builder, m, intp=intp) as lp:
             vals = [op.load_at(builder, q, lp.index) for op, q in zip(ins, qs)]
             res = _call_kernel(ctx, builder, kfunc, restype, argtypes, vals, nout)
             for (q, _d), op, v in zip(qo, outs, res):
                 op.store_at(builder, q, lp.index, v)
-        for (q, direct), op in zip(qo, outs):
+        for (q, direct), op, stream in zip(qo, outs, streams):
             with builder.if_then(builder.not_(direct)):
                 helpers.scatter(builder, op, start, m)
+            if stream is not None:
+                with builder.if_then(stream):
+                    helpers.stream(builder, op, start, m)
+    if any_stream is not None:
+        with builder.if_then(any_stream):
+            helpers.fence(builder)
 
 
 def make_numpy_ufunc(name: str, doc: str, loops: list, nin: int, nout: int):
