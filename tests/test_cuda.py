@@ -166,6 +166,50 @@ def test_every_function_of_the_table(fn, dtype):
     np.testing.assert_allclose(got, want.astype(got.dtype), **tol)
 
 
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int64", "int32", "complex128"])
+def test_kernels_call_only_what_numba_cuda_compiles(dtype):
+    """Every table function prints as math/cmath or as a NumPy ufunc in numba-cuda's own table
+    (the simulator runs any NumPy function, so a kernel calling np.sign passed there and failed
+    on the GPU)."""
+    from numba.cuda.ufuncs import ufunc_db
+
+    from ufuncgen.backends.cuda_codegen import CudaKernelPrinter
+    from ufuncgen.build import output_dtypes
+    from ufuncgen.codegen import generate_kernel
+    from ufuncgen.formula import make_formula
+
+    compiled = {u.__name__ for u in ufunc_db()}
+    dt = np.dtype(dtype)
+    for fn in FUNCTIONS:
+        names = ("x", "y", "z")[:fn.nargs[0] if fn.nargs else 1]
+        text = {"where": "where(x > 0, y, z)", "Piecewise": "Piecewise((y, x > 0), (z, True))"}.get(
+            fn.name, f"{fn.name}({', '.join(names)})")
+        formula = make_formula(text, args=("x", "y", "z"))
+        try:
+            outs = output_dtypes(formula, (dt,) * 3)
+            text = generate_kernel(formula, (dt,) * 3, outs, printer=CudaKernelPrinter).text
+        except (TypeError, ug.FormulaError):
+            continue  # refused for this dtype, as on the cpu target
+        assert _numpy_calls(text) <= compiled, (fn.name, _numpy_calls(text) - compiled, text)
+    if dt.kind == "c":
+        return
+    from ufuncgen.backends.cuda_gucodegen import CudaGuPrinter
+    from ufuncgen.gucodegen import generate_gukernel
+    from ufuncgen.indexing import make_indexed_formula
+
+    g = make_indexed_formula("sum(sign(x[i]) * fmod(x[i], 3), i) + max(abs(x[j]), j) + min(x[k], k)")
+    text = generate_gukernel(g, (dt,), (np.dtype(np.float64) if dt.kind == "i" else dt,), printer=CudaGuPrinter).text
+    assert _numpy_calls(text) <= compiled, (_numpy_calls(text) - compiled, text)
+
+
+def _numpy_calls(text: str) -> set:
+    """Names of the np.<name>(...) calls in a kernel's body, less dtype constructors."""
+    import re
+
+    body = text.split("def kernel", 1)[1]
+    return set(re.findall(r"\bnp\.(\w+)\(", body)) - {d.name for d in map(np.dtype, "?bhilqBHILQefdgFD")}
+
+
 @pytest.mark.parametrize("formula, dtype", [("x*y + 1j*x", "complex128"), ("exp(x) + sqrt(y)", "complex128"),
                                             ("x*conj(y) - abs(x)", "complex64")])
 def test_complex(formula, dtype):

@@ -43,7 +43,7 @@ _REAL_COMPLEX = {
     "exp2": ("math.exp2({0})" if hasattr(math, "exp2") else "math.pow({two}, {0})", None),
     "hypot": ("math.hypot({0}, {1})", None), "atan2": ("math.atan2({0}, {1})", None),
     "Abs": ("abs({0})", "abs({0})"),
-    "sign": ("({one} if {0} > {zero} else (-{one} if {0} < {zero} else {0}))",
+    "sign": ("({one} if {0} > {zero} else (-{one} if {0} < {zero} else {0} + {zero}))",  # sign(-0.0) is 0.0
              "({0} / abs({0}) if {0} != {zero} else {0})"),
     "floor": ("math.floor({0})", None), "ceiling": ("math.ceil({0})", None),
     "fmod": ("math.fmod({0}, {1})", None),
@@ -92,6 +92,16 @@ class CudaKernelPrinter(KernelPrinter):
             consts["two"] = self._const(2.0, real_dt)
         args = [self._print(a) for a in e.args]
         return template.format(*args, **consts)
+
+    # KernelPrinter prints these itself (np.sign, np.fmod), which numba-cuda does not compile;
+    # an integer fmod keeps the base printer's arithmetic, which it does.
+    def _print_sign(self, e):
+        return self._print_Function(e)
+
+    def _print_fmod(self, e):
+        if self._typer(e).kind in "iub":
+            return super()._print_fmod(e)
+        return self._print_Function(e)
 
     def _sqrt(self, b) -> str:
         mod = "cmath" if self._typer(b).kind == "c" else "math"
