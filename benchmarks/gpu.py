@@ -12,7 +12,8 @@ expressions and Numba's CUDA guvectorize.
 
 Needs a CUDA GPU, numba-cuda and CuPy.  ``--sweep`` also times launch configurations
 (``ufuncgen.backends.cuda.TUNING``: unroll, block, blocks per SM) for the two formulas;
-``--gu-sweep`` the gufunc block size and blocks per SM for norm and softmax.
+``--gu-sweep`` the gufunc launch configurations for norm and softmax: rows read in place (block
+size, blocks per SM) and rows staged in shared memory (block size, blocks per SM).
 """
 from __future__ import annotations
 
@@ -39,8 +40,8 @@ def parse():
     p.add_argument("--gu-rows", type=float, default=1e6)
     p.add_argument("--gu-n", type=int, default=64)
     p.add_argument("--sweep", action="store_true")
-    p.add_argument("--gu-sweep", action="store_true", help="time gufunc launch configurations (gu_block, "
-                   "gu_blocks_per_sm) for norm and softmax")
+    p.add_argument("--gu-sweep", action="store_true", help="time gufunc launch configurations (rows in place "
+                   "and staged in shared memory) for norm and softmax")
     p.add_argument("--profile", default=None, help="write a cProfile of the 1000-element calls to this file")
     p.add_argument("--json", default=None)
     return p.parse_args()
@@ -383,22 +384,27 @@ def gu_sweep(args, cp, ug, ugcuda, timer, row, copy_bw):
         for name, (formula, out_shape) in formulas.items():
             os_ = [cp.empty(out_shape, dt) for _ in range(sets)]
             moved = (rows * n + int(np.prod(out_shape))) * dt.itemsize
-            for block in (64, 128, 256, 512):
-                for bps in (1, 2, 4, 8, 0):
-                    ugcuda.TUNING.update(gu_block=block, gu_blocks_per_sm=bps)
-                    g = ug.gufunc(formula, target="cuda")
-                    t = timer(lambda i: g(xs[i], out=os_[i]), args.reps, sets)
-                    bw = moved / t / 1e6
-                    row(f"gu-sweep {name} {dtype}", f"block={block} bps={bps}", t, bw, bw / copy_bw)
-                    if t < best.get((name, dtype), (np.inf,))[0]:
-                        best[(name, dtype)] = (t, block, bps)
+            configs = [dict(gu_stage_smem=0, gu_block=block, gu_blocks_per_sm=bps)  # rows read in place
+                       for block in (128, 256) for bps in (2, 8, 0)]
+            configs += [dict(gu_stage_block=block, gu_stage_blocks_per_sm=bps)       # rows staged
+                        for block in (32, 64, 128, 256) for bps in (4, 8, 16, 32, 64)]
+            for conf in configs:
+                ugcuda.TUNING.clear()
+                ugcuda.TUNING.update(base, **conf)
+                g = ug.gufunc(formula, target="cuda")
+                t = timer(lambda i: g(xs[i], out=os_[i]), args.reps, sets)
+                bw = moved / t / 1e6
+                label = " ".join(f"{k.replace('gu_', '')}={v}" for k, v in conf.items())
+                row(f"gu-sweep {name} {dtype}", label, t, bw, bw / copy_bw)
+                if t < best.get((name, dtype), (np.inf,))[0]:
+                    best[(name, dtype)] = (t, label)
             os_ = None
         xs = None  # free the memory
         cp.get_default_memory_pool().free_all_blocks()
     ugcuda.TUNING.clear()
     ugcuda.TUNING.update(base)
-    for (name, dtype), (t, block, bps) in best.items():
-        print(f"# gu-sweep best {name} {dtype}: block={block} bps={bps} {t:.4f} ms", flush=True)
+    for (name, dtype), (t, label) in best.items():
+        print(f"# gu-sweep best {name} {dtype}: {label} {t:.4f} ms", flush=True)
 
 
 def sweep(args, cp, ug, ugcuda, timer, row, copy_bw, n):

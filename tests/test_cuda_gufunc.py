@@ -247,6 +247,51 @@ def test_integer_and_bool_inputs_follow_numpy_types():
 
 
 # ---- errors ----------------------------------------------------------------------------------
+# ---- rows staged in shared memory --------------------------------------------------------------
+def _staged(g) -> bool:
+    return "cuda.shared.array" in g.source  # the kernel compiled last
+
+
+def test_staged_rows_over_several_tiles_and_a_ragged_last_one():
+    """More rows than one round of the grid, a last tile that is not full, rows of odd and even length."""
+    from ufuncgen.backends.cuda import TUNING
+
+    g = _gufunc("softmax")
+    rows = TUNING["sim_block"] * TUNING["sim_grid"] * 2 + 5 if MODE != "gpu" else 100_003
+    for n in (8, 13, 45):  # rows shorter and longer than a block
+        x = np.random.default_rng(n).normal(scale=4, size=(rows, n)).astype(np.float32)
+        got = g(cuda.to_device(x)).copy_to_host()
+        assert _staged(g)
+        _close(got, _softmax(x), np.float32)
+
+
+def test_staged_regions_of_mixed_dtypes_and_a_broadcast_row():
+    """int32 and float64 rows staged side by side (regions aligned to 8 bytes), a shared weight row
+    read in place (loop stride 0), and a strided out= written back from shared memory."""
+    g = ug.gufunc("w[i] * x[i] + y[i] / 3", layout="(n),(n),(n)->(n)", args=("x", "w", "y"), target="cuda")
+    r = np.random.default_rng(5)
+    x = r.integers(-50, 50, size=(70, 9)).astype(np.int32)
+    w = r.normal(size=9)
+    y = r.normal(size=(70, 9)).astype(np.float32)
+    out = cuda.to_device(np.zeros((70, 18)))
+    g(cuda.to_device(x), cuda.to_device(w), cuda.to_device(y), out=out[:, ::2])
+    assert _staged(g)
+    host = out.copy_to_host()
+    np.testing.assert_allclose(host[:, ::2], w * x + y.astype(np.float64) / 3, rtol=1e-6)
+    assert not host[:, 1::2].any()
+
+
+def test_rows_too_long_for_shared_memory_are_read_in_place():
+    from ufuncgen.backends.cuda import TUNING
+
+    g = ug.gufunc("x[i] - sum(x[j], j) / 2", layout="(n)->(n)", target="cuda")
+    n = TUNING["gu_stage_smem"] // (32 * 8)  # 32 rows of float64, in and out, do not fit
+    x = np.random.default_rng(6).normal(size=(3, n))
+    got = g(cuda.to_device(x)).copy_to_host()
+    assert not _staged(g)
+    np.testing.assert_allclose(got, x - x.sum(axis=1, keepdims=True) / 2, rtol=1e-10, atol=1e-10)
+
+
 def test_core_dimension_errors_name_the_dimension():
     dot, cross, matvec = _gufunc("dot"), _gufunc("cross"), _gufunc("matvec")
     with pytest.raises(ValueError, match="'n' has size 4 .* and 5 in y"):
@@ -292,6 +337,15 @@ def test_explicit_signatures_compile_at_once_and_convert_inputs():
     r = g(cuda.to_device(x)).copy_to_host()  # int16 core vectors are converted on the device
     assert r.dtype == np.float32
     np.testing.assert_allclose(r, np.linalg.norm(x.astype(np.float64), axis=-1) / 3, rtol=1e-6)
+    # (n)->(n): rows read in place, and rows staged in shared memory; no call compiles again
+    before = KERNELS.info()["compiles"]
+    h = ug.gufunc("x[i] / sum(x[j], j)", signatures=["float32(float32)"], target="cuda")
+    assert KERNELS.info()["compiles"] == before + 2
+    for shape in [(2, 3, 40), (7, 1), (1, 300), (5, 2, 3)]:
+        many = np.random.default_rng(11).uniform(1, 2, size=shape).astype(np.float32)
+        got = h(cuda.to_device(many)).copy_to_host()
+        np.testing.assert_allclose(got, many / many.sum(axis=-1, keepdims=True), rtol=1e-6)
+    assert KERNELS.info()["compiles"] == before + 2
     with pytest.raises(TypeError, match="no compiled signature"):
         g(cuda.to_device(x.astype(np.float64)))
 

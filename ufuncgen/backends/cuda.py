@@ -46,8 +46,13 @@ __all__ = ["make_dispatcher", "make_gufunc_dispatcher", "CudaDispatcher", "TUNIN
 # reads its row three times); from benchmarks/gpu.py --gu-sweep on an H200, rows of 64 (1e6 rows):
 # softmax float32 5.10 -> 2.06 ms, float64 2.81 -> 2.29 ms against no cap; norm unchanged
 # (0.265 / 0.275 ms).  Not swept: tiny cores (cross, (3)), where more threads in flight may pay.
+# gu_stage_block, gu_stage_smem, gu_stage_blocks_per_sm: gufuncs whose rows are staged in shared
+# memory (cuda_gucodegen): the largest block (halved until its rows fit), the shared memory a
+# block may take (48 KiB: no opt-in needed on any device; 0: never stage), and the grid cap
+# (from --gu-sweep on an H200: 64 best for norm and softmax, float32 and float64, over 4..32).
 # The simulator runs every thread as a Python thread: a tiny grid, still several rounds.
 TUNING = {"block": 256, "unroll": 2, "blocks_per_sm": 256, "gu_block": 256, "gu_blocks_per_sm": 2,
+          "gu_stage_block": 128, "gu_stage_smem": 48 * 1024, "gu_stage_blocks_per_sm": 64,
           "sim_block": 32, "sim_grid": 2}
 
 # Compiled kernels, keyed by (formula, launch spec, options, engine key with the compute capability).

@@ -8,7 +8,7 @@ An engine turns a generated launcher (``cuda_codegen``) into something that laun
   ``load(ptx, entry, spec)`` makes the kernel again from them without compiling (``cudastore``);
   ``toolchain()`` names the NVVM/CUDA versions that a stored kernel depends on;
 - ``CompiledKernel.launcher()``: a ``Launcher`` with parameter ``slots`` (objects with a
-  ``.value``) and ``launch(grid, block, stream)``.
+  ``.value``) and ``launch(grid, block, stream, shared=0)`` (bytes of dynamic shared memory).
 
 ``DriverEngine`` compiles with numba-cuda to PTX and launches with ``cuLaunchKernel`` on a
 prepared parameter buffer through cuda-bindings (no per-call argument typing or validation: that
@@ -207,12 +207,12 @@ class DriverKernel:
         ok = engine._ok
         no_context = engine.drv.CUresult.CUDA_ERROR_INVALID_CONTEXT
 
-        def launch(grid: int, block: int, stream: int, _keep=keep):
-            err, = cu_launch(func, grid, 1, 1, block, 1, 1, 0, stream, addr, 0)
+        def launch(grid: int, block: int, stream: int, shared: int = 0, _keep=keep):
+            err, = cu_launch(func, grid, 1, 1, block, 1, 1, shared, stream, addr, 0)
             if err != ok:
                 if err == no_context:  # a thread that has not used CUDA yet: make the context current
                     engine.context_handle()
-                    err, = cu_launch(func, grid, 1, 1, block, 1, 1, 0, stream, addr, 0)
+                    err, = cu_launch(func, grid, 1, 1, block, 1, 1, shared, stream, addr, 0)
                 engine._check(err, "cuLaunchKernel")
 
         return Launcher(slots, launch)
@@ -250,8 +250,8 @@ class SimKernel:
         slots = [_Slot() for _ in self.spec.py_params()]
         kernel = self.kernel
 
-        def launch(grid: int, block: int, stream: int):
-            kernel[grid, block](*[s.value for s in slots])
+        def launch(grid: int, block: int, stream: int, shared: int = 0):
+            kernel[grid, block, 0, shared](*[s.value for s in slots])
 
         return Launcher(slots, launch)
 

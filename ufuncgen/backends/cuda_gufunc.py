@@ -15,6 +15,8 @@ Rules beyond the elementwise ones:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from . import cuda_arrays as arrays
@@ -29,7 +31,7 @@ from .cuda import (
     _filler,
     _HostPlan,
 )
-from .cuda_gucodegen import GuLaunchSpec, gukernel_module_source
+from .cuda_gucodegen import STAGED_KINDS, GuLaunchSpec, gukernel_module_source, shared_bytes
 
 __all__ = ["CudaGufuncDispatcher"]
 
@@ -55,7 +57,8 @@ class CudaGufuncDispatcher(CudaDispatcher):
         return gukernel_module_source(self._formula, spec, cse=self._cse, fastmath=self._fastmath)
 
     def compile(self, in_dtypes, out_dtypes=None) -> None:
-        """Compile an explicit signature now (array arguments, one loop dimension)."""
+        """Compile an explicit signature now (array arguments, one loop dimension): the kernel
+        that reads rows in place and, where output rows can be staged, the one that stages them all."""
         ins = tuple(np.dtype(d) for d in in_dtypes)
         outs = tuple(np.dtype(d) for d in out_dtypes) if out_dtypes else self._result_dtypes(ins)
         self._sigs.append((ins, outs))
@@ -63,8 +66,14 @@ class CudaGufuncDispatcher(CudaDispatcher):
         out_compute = outs if compute == ins else self._result_dtypes(compute)
         cores = tuple(len(d) for d in self._layout.inputs)
         storage = tuple(c if core else s for s, c, core in zip(ins, compute, cores, strict=True))
-        self._kernel(GuLaunchSpec(("a",) * len(ins), cores, storage, compute, tuple(out_compute), outs,
-                                  tuple(max(1, len(d)) for d in self._layout.outputs), 1))
+        out_cores = tuple(len(d) for d in self._layout.outputs)
+        spec = GuLaunchSpec(("a",) * len(ins), cores, storage, compute, tuple(out_compute), outs,
+                            tuple(max(1, n) for n in out_cores), 1)
+        self._kernel(spec)
+        staged = tuple(n == 1 and dt.kind in STAGED_KINDS for n, dt in zip(cores + out_cores, storage + outs,
+                                                                         strict=True))
+        if any(staged[len(ins):]) and TUNING["gu_stage_smem"]:
+            self._kernel(dataclasses.replace(spec, staged=staged))
 
     # ---- planning -------------------------------------------------------------------------
     def _new_plan(self, args, out, key):
@@ -198,6 +207,43 @@ def _contiguous(shape, itemsize):
     return tuple(reversed(strides))
 
 
+def _staging(ops, cores, nout: int, loop_shape, loop_strides, sim: bool):
+    """Which array operands get their rows staged in shared memory (see ``cuda_gucodegen``),
+    the bytes of shared memory a block needs, and the block size (0: no staging).
+
+    Staged: one loop dimension, one core dimension (``cores``: as the layout has them; an output
+    of none is written as ``out[0]``, coalesced as it is), a number dtype, and a loop stride (a row
+    that every thread shares is broadcast by the hardware).  Only where an output row is staged:
+    a one-pass reduction such as a norm ran faster reading its rows in place (0.26 against 0.33 ms,
+    1e6 rows of 64 float32 on an H200), a softmax twice as fast staged (1.0 against 2.1 ms).
+    The block is the largest of ``gu_stage_block``, its halves, ... down to one warp whose rows fit
+    ``gu_stage_smem``.
+    """
+    none = [False] * len(ops), 0, 0
+    if len(loop_shape) != 1 or not TUNING["gu_stage_smem"]:
+        return none
+    staged = [core == 1 and loop[0] != 0 and dt.kind in STAGED_KINDS
+              for (_shape, _strides, dt, _nd, _kind), core, loop in zip(ops, cores, loop_strides, strict=True)]
+    if not any(staged[len(ops) - nout:]):
+        return none
+    sizes = [op[2].itemsize for op, st in zip(ops, staged, strict=True) if st]
+    lens = [op[0][-1] for op, st in zip(ops, staged, strict=True) if st]
+    block = TUNING["sim_block"] if sim else TUNING["gu_stage_block"]
+    while block >= 32:
+        total = shared_bytes(sizes, lens, block)[-1]
+        if total <= TUNING["gu_stage_smem"]:
+            return staged, total, block
+        block //= 2
+    return none
+
+
+def _per_operand(staged_ops, is_array) -> tuple:
+    """Flags over the array operands (scalars have none) spread over every input, then the outputs."""
+    flags = iter(staged_ops)
+    ins = tuple(next(flags) if arr else False for arr in is_array)
+    return ins + tuple(flags)
+
+
 class _GuDevicePlan:
     """One call shape of a gufunc on the device: shapes and strides set, per call only pointers."""
 
@@ -238,12 +284,15 @@ class _GuDevicePlan:
                         tuple(ostrides[:len(oshape) - len(dims)]) + core_strides, odt, len(core_shape), kind))
         loop_shape, loop_strides = _coalesce(bshape, [_loop_strides(s, t, c, bshape) for s, t, _, c, _ in ops])
         self.n = n = int(np.prod(bshape, dtype=np.int64)) if bshape else 1
+        passed = tuple(storage[j] if is_array[j] and not self.convert[j] else compute[j] for j in range(nin))
+        cores = [len(layout.inputs[j]) for j in range(nin) if is_array[j]] + [len(d) for d in layout.outputs]
+        staged, self.shared, stage_block = _staging(ops, cores, len(out_shapes), loop_shape, loop_strides, sim)
         spec = GuLaunchSpec(
             tuple("a" if arr else "s" for arr in is_array),
             tuple(len(layout.inputs[j]) if is_array[j] else 0 for j in range(nin)),
-            tuple(storage[j] if is_array[j] and not self.convert[j] else compute[j] for j in range(nin)),
-            tuple(compute), tuple(out_compute), tuple(out_store),
-            tuple(max(1, len(d)) for d in layout.outputs), len(loop_shape))
+            passed, tuple(compute), tuple(out_compute), tuple(out_store),
+            tuple(max(1, len(d)) for d in layout.outputs), len(loop_shape),
+            _per_operand(staged, is_array) if any(staged) else ())
         self.kernel = kernel = disp._kernel(spec)
         self.launcher = launcher = kernel.launcher()
         # full (loop + core) shape and strides of each array operand, as the launcher sees it
@@ -268,7 +317,12 @@ class _GuDevicePlan:
         self.allocs = () if out is not None else tuple(
             _allocator(result_kind, shape, dt, "C", engine) for shape, dt in zip(out_shapes, out_store, strict=True))
         self.nout = len(out_shapes)
-        if sim:
+        if stage_block:
+            self.block = stage_block
+            tiles = -(-n // stage_block)
+            cap = TUNING["gu_stage_blocks_per_sm"] * engine.sm_count if not sim else TUNING["sim_grid"]
+            self.grid = max(1, min(tiles, cap))
+        elif sim:
             self.block, self.grid = TUNING["sim_block"], TUNING["sim_grid"]
         else:
             self.block = TUNING["gu_block"]
@@ -315,5 +369,5 @@ class _GuDevicePlan:
             launcher = self.launcher
             with launcher.lock:
                 self.fill(args, out)
-                launcher.launch(self.grid, self.block, s)
+                launcher.launch(self.grid, self.block, s, self.shared)
         return out[0] if self.nout == 1 else out
