@@ -119,7 +119,7 @@ def _core_sizes(args, layout: Layout):
 
 def parallel_gufunc_call(uf: np.ufunc, layout: Layout, out_dtypes, args, kwargs):
     """Call the gufunc on thread-sized slices of the loop dimensions; one call where it must."""
-    from .parallel import MIN_PARALLEL_SIZE, _executor, _plain, num_threads
+    from .parallel import MIN_PARALLEL_SIZE, _call_in_slices, _plain, num_threads
 
     nthreads = num_threads()
     if nthreads < 2 or set(kwargs) - {"out", "casting"} or not all(_plain(a) for a in args):
@@ -142,28 +142,7 @@ def parallel_gufunc_call(uf: np.ufunc, layout: Layout, out_dtypes, args, kwargs)
         outs = tuple(np.empty(s, dtype=dt) for s, dt in zip(out_shapes, out_dtypes, strict=True))
     elif not all(type(o) is np.ndarray and o.shape == s for o, s in zip(outs, out_shapes, strict=True)):
         return uf(*args, **kwargs)
-    axis = int(np.argmax(loop_shape))
-    nchunks = min(nthreads, loop_shape[axis])
-    bounds = np.linspace(0, loop_shape[axis], nchunks + 1).astype(int)
     full = [a if not isinstance(a, np.ndarray) or a.ndim == 0 else
             np.broadcast_to(a, loop_shape + a.shape[a.ndim - len(dims):])
             for a, dims in zip(args, layout.inputs, strict=True)]
-
-    def piece(a, lo, hi):
-        if not isinstance(a, np.ndarray) or a.ndim == 0:
-            return a
-        idx = [slice(None)] * a.ndim
-        idx[axis] = slice(lo, hi)
-        return a[tuple(idx)]
-
-    extra = {k: v for k, v in kwargs.items() if k != "out"}
-
-    def run(k):
-        lo, hi = bounds[k], bounds[k + 1]
-        uf(*[piece(a, lo, hi) for a in full], out=tuple(piece(o, lo, hi) for o in outs), **extra)
-
-    futures = [_executor().submit(run, k) for k in range(1, nchunks)]
-    run(0)
-    for f in futures:
-        f.result()
-    return outs[0] if len(outs) == 1 else outs
+    return _call_in_slices(uf, full, outs, kwargs, loop_shape, nthreads)
