@@ -52,6 +52,16 @@ def require_mode(mode: str, runner: str) -> None:
         pytest.skip("numba.cuda is in driver mode in this process and there is no GPU: see " + runner)
 
 
+def mode_check(mode: str, runner: str):
+    """An autouse fixture for a test file (assign it to a module name): every test but ``runner``
+    skips where it cannot run in this process."""
+    @pytest.fixture(autouse=True)
+    def _mode(request):
+        if request.node.name != runner:
+            require_mode(mode, runner)
+    return _mode
+
+
 def rerun_in_simulator(test_file: str) -> None:
     """Run a test file in a fresh process with the simulator on; fail with its output if it fails."""
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")

@@ -22,7 +22,7 @@ import pytest
 if importlib.util.find_spec("numba_cuda") is None:  # found without importing it (that fixes the mode)
     pytest.skip("the cuda target needs numba-cuda (pip install 'ufuncgen[cuda]')", allow_module_level=True)
 
-from cuda_mode import choose_mode, require_mode, rerun_in_simulator  # noqa: E402
+from cuda_mode import choose_mode, mode_check, require_mode, rerun_in_simulator  # noqa: E402
 
 MODE = choose_mode()
 
@@ -32,16 +32,7 @@ from ufuncgen.functions import FUNCTIONS  # noqa: E402
 gpu = pytest.mark.gpu
 only_gpu = pytest.mark.skipif(MODE != "gpu", reason="needs a real CUDA GPU")
 _RUNNER = "test_in_the_simulator_subprocess"
-
-
-def _require_mode():
-    require_mode(MODE, _RUNNER)
-
-
-@pytest.fixture(autouse=True)
-def _mode(request):
-    if request.node.name != _RUNNER:
-        _require_mode()
+_mode = mode_check(MODE, _RUNNER)  # autouse: the tests but _RUNNER skip where they cannot run here
 
 RNG = np.random.default_rng(11)
 
@@ -79,13 +70,13 @@ def kind(request):
 
 @pytest.fixture(scope="module")
 def axpy():
-    _require_mode()
+    require_mode(MODE, _RUNNER)
     return ug.ufunc("a*x + y", args=("a", "x", "y"), target="cuda")
 
 
 @pytest.fixture(scope="module")
 def trans():
-    _require_mode()
+    require_mode(MODE, _RUNNER)
     return ug.ufunc("sin(x)**2 + cos(y)*exp(-x*y)", target="cuda")
 
 

@@ -1,9 +1,9 @@
 """Generalized ufuncs on the cuda target, against NumPy: in Numba's CUDA simulator, or on a real GPU.
 
-The mode is chosen as in ``test_cuda.py`` (``cuda_mode.py``): with no GPU, numba-cuda is switched to its simulator
-before ``numba.cuda`` is first imported (so CI runs the same generated kernels); if ``numba.cuda``
-was already imported in driver mode without a GPU, one test runs this file again in a subprocess
-with the simulator on.  ``@pytest.mark.gpu`` tests need the real device and skip elsewhere.
+The mode is chosen as in ``test_cuda.py`` (``cuda_mode.py``): with no GPU, numba-cuda is switched
+to its simulator before ``numba.cuda`` is first imported (so CI runs the same generated kernels);
+if ``numba.cuda`` was already imported in driver mode without a GPU, one test runs this file again
+in a subprocess with the simulator on.  ``@pytest.mark.gpu`` tests need the real device and skip elsewhere.
 """
 import importlib.util
 import pickle
@@ -14,7 +14,7 @@ import pytest
 if importlib.util.find_spec("numba_cuda") is None:
     pytest.skip("the cuda target needs numba-cuda (pip install 'ufuncgen[cuda]')", allow_module_level=True)
 
-from cuda_mode import choose_mode, require_mode, rerun_in_simulator  # noqa: E402
+from cuda_mode import choose_mode, mode_check, rerun_in_simulator  # noqa: E402
 
 MODE = choose_mode()
 
@@ -23,16 +23,7 @@ import ufuncgen as ug  # noqa: E402
 gpu = pytest.mark.gpu
 only_gpu = pytest.mark.skipif(MODE != "gpu", reason="needs a real CUDA GPU")
 _RUNNER = "test_gufuncs_in_the_simulator_subprocess"
-
-
-def _require_mode():
-    require_mode(MODE, _RUNNER)
-
-
-@pytest.fixture(autouse=True)
-def _mode(request):
-    if request.node.name != _RUNNER:
-        _require_mode()
+_mode = mode_check(MODE, _RUNNER)  # autouse: the tests but _RUNNER skip where they cannot run here
 
 
 cuda = None if MODE == "subprocess" else importlib.import_module("numba.cuda")
