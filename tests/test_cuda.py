@@ -1,6 +1,6 @@
 """The cuda target, compared against NumPy: on a real GPU, or in Numba's CUDA simulator.
 
-Where no GPU is present, this module switches numba-cuda to its simulator
+Where no GPU is present, this module switches numba-cuda to its simulator (``cuda_mode.py``)
 (``NUMBA_ENABLE_CUDASIM=1``) before ``numba.cuda`` is first imported, so CI runs the same
 generated kernels (the simulator runs ``numba.cuda.jit`` kernels in Python).  The variable stays
 set for the rest of the process; it only concerns ``numba.cuda``.  If ``numba.cuda`` was already
@@ -8,7 +8,6 @@ imported in driver mode without a GPU, one test runs this file again in a subpro
 simulator on.  ``@pytest.mark.gpu`` tests need the real device (PTX, CuPy, threads, timings-free
 stress) and skip elsewhere.
 """
-import ctypes
 import importlib.util
 import os
 import pickle
@@ -23,32 +22,9 @@ import pytest
 if importlib.util.find_spec("numba_cuda") is None:  # found without importing it (that fixes the mode)
     pytest.skip("the cuda target needs numba-cuda (pip install 'ufuncgen[cuda]')", allow_module_level=True)
 
+from cuda_mode import choose_mode, mode_check, require_mode, rerun_in_simulator  # noqa: E402
 
-def _gpu_present() -> bool:
-    """Ask the driver directly, so that importing numba.cuda does not fix the mode yet."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
-        return False
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        count = ctypes.c_int(0)
-        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
-    return False
-
-
-if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-    MODE = "sim"
-elif _gpu_present():
-    MODE = "gpu"
-elif "numba.cuda" not in sys.modules:
-    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-    if "numba.core.config" in sys.modules:  # numba-cuda reads numba's config module
-        sys.modules["numba.core.config"].reload_config()
-    MODE = "sim"
-else:
-    MODE = "subprocess"  # numba.cuda is already in driver mode here and there is no GPU
+MODE = choose_mode()
 
 import ufuncgen as ug  # noqa: E402
 from ufuncgen.functions import FUNCTIONS  # noqa: E402
@@ -56,17 +32,7 @@ from ufuncgen.functions import FUNCTIONS  # noqa: E402
 gpu = pytest.mark.gpu
 only_gpu = pytest.mark.skipif(MODE != "gpu", reason="needs a real CUDA GPU")
 _RUNNER = "test_in_the_simulator_subprocess"
-
-
-def _require_mode():
-    if MODE == "subprocess":
-        pytest.skip("numba.cuda is in driver mode in this process and there is no GPU: see " + _RUNNER)
-
-
-@pytest.fixture(autouse=True)
-def _mode(request):
-    if request.node.name != _RUNNER:
-        _require_mode()
+_mode = mode_check(MODE, _RUNNER)  # autouse: the tests but _RUNNER skip where they cannot run here
 
 RNG = np.random.default_rng(11)
 
@@ -104,13 +70,13 @@ def kind(request):
 
 @pytest.fixture(scope="module")
 def axpy():
-    _require_mode()
+    require_mode(MODE, _RUNNER)
     return ug.ufunc("a*x + y", args=("a", "x", "y"), target="cuda")
 
 
 @pytest.fixture(scope="module")
 def trans():
-    _require_mode()
+    require_mode(MODE, _RUNNER)
     return ug.ufunc("sin(x)**2 + cos(y)*exp(-x*y)", target="cuda")
 
 
@@ -531,8 +497,5 @@ def test_without_a_gpu_cuda_is_a_clear_error_and_auto_falls_back():
 
 @pytest.mark.skipif(MODE != "subprocess", reason="the tests above ran in this process")
 def test_in_the_simulator_subprocess():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__],
-                         env=env, capture_output=True, text=True, timeout=1200)
-    assert res.returncode == 0, res.stdout[-4000:]
+    rerun_in_simulator(__file__)
 

@@ -6,7 +6,6 @@ logic runs against a stand-in engine with the driver engine's interface (``build
 ``UFUNCGEN_DISABLE_CACHE``, damaged entries.  On a GPU, two fresh processes check the real thing:
 the second one loads every kernel from disk (``cuModuleLoadData``) and compiles none.
 """
-import ctypes
 import os
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
+from cuda_mode import gpu_present
 
 from ufuncgen import diskcache
 from ufuncgen.backends import cuda as cudamod
@@ -144,19 +144,6 @@ def test_a_damaged_entry_is_rebuilt_and_replaced(fresh, monkeypatch):
 
 
 # ---- on a real GPU: two processes ------------------------------------------------------------
-def _gpu_present() -> bool:
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "" or os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-        return False
-    for name in ("libcuda.so.1", "libcuda.so"):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        count = ctypes.c_int(0)
-        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
-    return False
-
-
 _CHILD = textwrap.dedent("""
     import numpy as np
     import ufuncgen as ug
@@ -178,7 +165,8 @@ _CHILD = textwrap.dedent("""
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not _gpu_present(), reason="needs a real CUDA GPU")
+@pytest.mark.skipif(os.environ.get("NUMBA_ENABLE_CUDASIM") == "1" or not gpu_present(),
+                    reason="needs a real CUDA GPU")
 def test_a_second_process_loads_kernels_without_compiling(tmp_path):
     import ufuncgen
     env = {k: v for k, v in os.environ.items() if k not in (diskcache.ENV_DISABLE, "NUMBA_ENABLE_CUDASIM")}

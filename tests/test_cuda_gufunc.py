@@ -1,16 +1,12 @@
 """Generalized ufuncs on the cuda target, against NumPy: in Numba's CUDA simulator, or on a real GPU.
 
-The mode is chosen as in ``test_cuda.py``: with no GPU, numba-cuda is switched to its simulator
-before ``numba.cuda`` is first imported (so CI runs the same generated kernels); if ``numba.cuda``
-was already imported in driver mode without a GPU, one test runs this file again in a subprocess
-with the simulator on.  ``@pytest.mark.gpu`` tests need the real device and skip elsewhere.
+The mode is chosen as in ``test_cuda.py`` (``cuda_mode.py``): with no GPU, numba-cuda is switched
+to its simulator before ``numba.cuda`` is first imported (so CI runs the same generated kernels);
+if ``numba.cuda`` was already imported in driver mode without a GPU, one test runs this file again
+in a subprocess with the simulator on.  ``@pytest.mark.gpu`` tests need the real device and skip elsewhere.
 """
-import ctypes
 import importlib.util
-import os
 import pickle
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -18,48 +14,16 @@ import pytest
 if importlib.util.find_spec("numba_cuda") is None:
     pytest.skip("the cuda target needs numba-cuda (pip install 'ufuncgen[cuda]')", allow_module_level=True)
 
+from cuda_mode import choose_mode, mode_check, rerun_in_simulator  # noqa: E402
 
-def _gpu_present() -> bool:
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
-        return False
-    for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        count = ctypes.c_int(0)
-        return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
-    return False
-
-
-if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
-    MODE = "sim"
-elif _gpu_present():
-    MODE = "gpu"
-elif "numba.cuda" not in sys.modules:
-    os.environ["NUMBA_ENABLE_CUDASIM"] = "1"
-    if "numba.core.config" in sys.modules:
-        sys.modules["numba.core.config"].reload_config()
-    MODE = "sim"
-else:
-    MODE = "subprocess"
+MODE = choose_mode()
 
 import ufuncgen as ug  # noqa: E402
 
 gpu = pytest.mark.gpu
 only_gpu = pytest.mark.skipif(MODE != "gpu", reason="needs a real CUDA GPU")
 _RUNNER = "test_gufuncs_in_the_simulator_subprocess"
-
-
-def _require_mode():
-    if MODE == "subprocess":
-        pytest.skip("numba.cuda is in driver mode in this process and there is no GPU: see " + _RUNNER)
-
-
-@pytest.fixture(autouse=True)
-def _mode(request):
-    if request.node.name != _RUNNER:
-        _require_mode()
+_mode = mode_check(MODE, _RUNNER)  # autouse: the tests but _RUNNER skip where they cannot run here
 
 
 cuda = None if MODE == "subprocess" else importlib.import_module("numba.cuda")
@@ -422,7 +386,4 @@ def test_many_loop_elements_use_the_whole_grid():
 # ---- processes ---------------------------------------------------------------------------
 @pytest.mark.skipif(MODE != "subprocess", reason="the tests above ran in this process")
 def test_gufuncs_in_the_simulator_subprocess():
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", __file__],
-                         env=env, capture_output=True, text=True, timeout=1200)
-    assert res.returncode == 0, res.stdout[-4000:]
+    rerun_in_simulator(__file__)

@@ -1,7 +1,7 @@
 """The disk cache: entry format and locking in-process; loading, races and damage across processes.
 
-The cross-process tests run ufuncgen in subprocesses (``DRIVER``), each with its own cache
-directory, and prove "loaded without compiling" with ufuncgen's compile counter
+The cross-process tests run ufuncgen in subprocesses (``DRIVER``, run by ``cache_processes.py``),
+each with its own cache directory, and prove "loaded without compiling" with ufuncgen's compile counter
 (``cache_info()["compiles"]``), never with a timing.  Results are compared with NumPy / ``math``
 references computed here, in the test process.
 """
@@ -9,23 +9,30 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import json
 import math
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cache_processes import (
+    cache_warnings,
+    copies,
+    corrupt,
+    damage_entries,
+    driver_command,
+    driver_env,
+    driver_outputs,
+    run_phases,
+    sound_entries,
+)
 
 from ufuncgen import diskcache
 from ufuncgen.diskcache import CacheWarning, DiskCache
-
-ROOT = Path(__file__).resolve().parent.parent
 
 # ---- references -------------------------------------------------------------------------------
 _gamma = np.vectorize(math.gamma, otypes=[float])
@@ -125,43 +132,9 @@ def phase(name: str, cache_dir, formulas: dict, **kw) -> dict:
             "expected": formulas, **kw}
 
 
-def _command(phases: list) -> list:
-    spec = [{k: v for k, v in p.items() if k != "expected"} for p in phases]
-    return [sys.executable, "-c", DRIVER, json.dumps(spec)]
-
-
-def _env() -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def _outputs(phases: list, stdout: str) -> dict:
-    out = json.loads(stdout.strip().splitlines()[-1])
-    for p in phases:  # every result is checked against the NumPy / math references
-        check_results(out[p["name"]]["results"], p["expected"])
-    return out
-
-
 def run(*phases) -> dict:
     """Run the phases in one fresh process; phase name -> {results, info, warnings}."""
-    proc = subprocess.run(_command(list(phases)), capture_output=True, text=True, env=_env(), timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return _outputs(list(phases), proc.stdout)
-
-
-def cache_warnings(out: dict) -> list:
-    return [msg for cat, msg in out["warnings"] if cat == "CacheWarning"]
-
-
-def sound_entries(cache_dir) -> dict:
-    """Entry file -> True when its header and checksum hold (read by the test process itself)."""
-    cache = DiskCache(cache_dir)
-    out = {}
-    for p in cache.entries():
-        payload, problem = cache._check(p.stem, p.read_bytes())
-        out[p.name] = problem is None
-    return out
+    return run_phases(DRIVER, list(phases), check_results)
 
 
 def n_loops(formulas: dict) -> int:
@@ -171,29 +144,6 @@ def n_loops(formulas: dict) -> int:
 N_LOOPS = n_loops(FORMULAS)
 ONE = {k: FORMULAS[k] for k in ["x // y + x % y"]}  # for phases that need one stored loop
 OTHER_SPELLING = {"exp(-y)*a + sin(x)**2": FORMULAS["sin(x)**2 + a*exp(-y)"]}
-
-
-def _corrupt(path: Path, how: str) -> str:
-    """Damage an entry file; returns the words the warning must contain."""
-    blob = path.read_bytes()
-    header = diskcache._HEADER.size
-    damage = {
-        "truncated": (blob[: len(blob) // 2], "truncated"),
-        "header cut": (blob[:10], "truncated"),
-        "garbage": (os.urandom(len(blob)), "bad magic"),
-        "empty": (b"", "truncated"),
-        "bad magic": (b"NOTMAGIC" + blob[8:], "bad magic"),
-        "checksum": (blob[:header + 100] + bytes([blob[header + 100] ^ 0xFF]) + blob[header + 101:], "checksum"),
-        "format": (blob[:8] + (99).to_bytes(2, "little") + blob[10:], "cache format 99"),
-        "foreign payload": (None, "unusable"),
-    }
-    data, reason = damage[how]
-    if data is None:  # a sound entry whose payload is not a loop (e.g. from another ufuncgen)
-        DiskCache(path.parent.parent).store(path.stem, diskcache.pack([b"not", b"a", b"loop"]))
-    else:
-        path.write_bytes(data)
-    return reason
-
 
 DAMAGE = ["truncated", "header cut", "garbage", "empty", "bad magic", "checksum", "format", "foreign payload"]
 # across processes, a few kinds (every kind is checked in process below): short file, random bytes,
@@ -231,15 +181,9 @@ def cold(tmp_path_factory):
 def scenarios(cold, tmp_path_factory):
     """Copies of the cold cache, prepared and then used by one fresh process, a phase each."""
     base = tmp_path_factory.mktemp("scenarios")
-
-    def copy(name):
-        shutil.copytree(cold[0], base / name)
-        return base / name
-
-    warm, damaged, version, switches, read_only = (copy(n) for n in
-                                                   ("warm", "damaged", "version", "switches", "read-only"))
-    entries = sorted((damaged / f"v{diskcache.FORMAT}").glob("*" + diskcache.SUFFIX))
-    damage = {p.name: _corrupt(p, how) for p, how in zip(entries, DAMAGE_XPROC, strict=False)}
+    warm, damaged, version, switches, read_only = copies(cold[0], base,
+                                                         ("warm", "damaged", "version", "switches", "read-only"))
+    damage = damage_entries(damaged, DAMAGE_XPROC)
     blocker = base / "a-file"
     blocker.write_text("not a directory")
     new1 = dict(list(NEW.items())[:1])
@@ -290,14 +234,14 @@ RACE = {k: FORMULAS[k] for k in ["sin(x)**2 + a*exp(-y)"]}  # two loops
 def test_four_processes_compiling_at_once(tmp_path):
     cache_dir, barrier = tmp_path / "cache", tmp_path / "go"
     phases = [phase("race", cache_dir, RACE, barrier=str(barrier))]
-    procs = [subprocess.Popen(_command(phases), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=_env()) for _ in range(4)]
+    procs = [subprocess.Popen(driver_command(DRIVER, phases), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=driver_env()) for _ in range(4)]
     barrier.touch()
     outs = []
     for p in procs:
         stdout, stderr = p.communicate(timeout=300)
         assert p.returncode == 0, stderr
-        outs.append(_outputs(phases, stdout)["race"])
+        outs.append(driver_outputs(phases, stdout, check_results)["race"])
     assert all(cache_warnings(out) == [] for out in outs)
     # the per-key lock: each loop was compiled by exactly one process, the others loaded it
     assert sum(o["info"]["compiles"] for o in outs) == n_loops(RACE)
@@ -395,7 +339,7 @@ def test_entry_of_another_key_is_refused(cache):
 @pytest.mark.parametrize("how", ["truncated", "header cut", "garbage", "empty", "bad magic", "checksum", "format"])
 def test_damaged_entry_is_detected(cache, how):
     cache.store(KEY, bytes(range(256)) * 4)
-    reason = _corrupt(cache.path(KEY), how)
+    reason = corrupt(cache.path(KEY), how)
     with pytest.warns(CacheWarning, match=reason):
         assert cache.load(KEY) is None
     assert diskcache.STATS.replaced == 1

@@ -10,21 +10,13 @@ Every result is checked against NumPy / ``math`` references computed in the test
 from __future__ import annotations
 
 import inspect
-import json
 import math
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from cache_processes import cache_warnings, copies, damage_entries, run_phases, sound_entries
 
 from ufuncgen import diskcache
-from ufuncgen.diskcache import DiskCache
-
-ROOT = Path(__file__).resolve().parent.parent
 
 _gamma = np.vectorize(math.gamma, otypes=[float])
 _erf = np.vectorize(math.erf, otypes=[float])
@@ -143,40 +135,7 @@ def check_results(results: dict, formulas: dict) -> None:
 
 def run(*phases) -> dict:
     """Run the phases in one fresh process; phase name -> its output (results already checked)."""
-    spec = [{k: v for k, v in p.items() if k != "expected"} for p in phases]
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    proc = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(spec)], capture_output=True, text=True,
-                          env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    for p in phases:
-        check_results(out[p["name"]]["results"], p["expected"])
-    return out
-
-
-def cache_warnings(out: dict) -> list:
-    return [msg for cat, msg in out["warnings"] if cat == "CacheWarning"]
-
-
-def sound_entries(cache_dir) -> dict:
-    cache = DiskCache(cache_dir)
-    return {p.name: cache._check(p.stem, p.read_bytes())[1] is None for p in cache.entries()}
-
-
-def _corrupt(path: Path, how: str) -> str:
-    """Damage an entry file; returns the words the warning must contain."""
-    blob = path.read_bytes()
-    damage = {"truncated": (blob[: len(blob) // 2], "truncated"),
-              "garbage": (os.urandom(len(blob)), "bad magic"),
-              "format": (blob[:8] + (99).to_bytes(2, "little") + blob[10:], "cache format 99"),
-              "foreign payload": (None, "unusable")}
-    data, reason = damage[how]
-    if data is None:  # a sound entry whose payload is not a loop
-        DiskCache(path.parent.parent).store(path.stem, diskcache.pack([b"not", b"a", b"loop"]))
-    else:
-        path.write_bytes(data)
-    return reason
+    return run_phases(DRIVER, list(phases), check_results)
 
 
 DAMAGE = ["truncated", "garbage", "format", "foreign payload"]
@@ -193,14 +152,8 @@ def cold(tmp_path_factory):
 @pytest.fixture(scope="module")
 def scenarios(cold, tmp_path_factory):
     base = tmp_path_factory.mktemp("guscenarios")
-
-    def copy(name):
-        shutil.copytree(cold[0], base / name)
-        return base / name
-
-    warm, damaged, version, switches = (copy(n) for n in ("warm", "damaged", "version", "switches"))
-    entries = sorted((damaged / f"v{diskcache.FORMAT}").glob("*" + diskcache.SUFFIX))
-    damage = {p.name: _corrupt(p, how) for p, how in zip(entries, DAMAGE, strict=False)}
+    warm, damaged, version, switches = copies(cold[0], base, ("warm", "damaged", "version", "switches"))
+    damage = damage_entries(damaged, DAMAGE)
     phases = [
         phase("warm", warm, FORMULAS),  # first: nothing is in this process yet
         phase("warm parallel", warm, TWO, options={"target": "parallel"}),

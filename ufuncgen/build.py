@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,19 +71,26 @@ def compile_count() -> int:
     return _COMPILES.value
 
 
+@contextmanager
+def _compile_errors(what: str, in_dtypes: tuple):
+    """Numba's typing errors are long: say what failed (first line only) and keep the cause."""
+    try:
+        yield
+    except Exception as err:
+        if type(err).__name__ in ("TypingError", "UnsupportedError", "LoweringError", "NumbaError"):
+            first = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise TypeError(f"{what} cannot be compiled for inputs "
+                            f"({', '.join(d.name for d in in_dtypes)}): {first}") from err
+        raise
+
+
 def _compile_cpu(req: LoopRequest):
     from .backends import cpu
     src = kernel_source(req)
     pyfunc = load_kernel(src)
     _COMPILES.add()
-    try:
+    with _compile_errors("the formula", req.in_dtypes):
         cres = cpu.compile_kernel(pyfunc, req.in_dtypes, req.out_dtypes, fastmath=req.fastmath)
-    except Exception as err:  # Numba's typing errors are long; say what failed and keep the cause
-        if type(err).__name__ in ("TypingError", "UnsupportedError", "LoweringError", "NumbaError"):
-            raise TypeError(f"the formula cannot be compiled for inputs "
-                            f"({', '.join(d.name for d in req.in_dtypes)}): "
-                            f"{str(err).splitlines()[0] if str(err) else type(err).__name__}") from err
-        raise
     # the symbol names everything that changes the machine code (the digest covers source and dtypes),
     # so two loops in one JIT never share a name, however they got there (compiled or loaded)
     name = src.digest + ("_fastmath" if req.fastmath else "")
@@ -92,21 +100,24 @@ def _compile_cpu(req: LoopRequest):
     return loop
 
 
-def _encode_cpu(loop) -> bytes:
-    """Disk payload: the kernel source (for ``UFunc.source``) and the loop's machine code."""
+def _encode_loop(loop) -> bytes:
+    """Disk payload of a cpu loop (ufunc or gufunc): the kernel source (for ``.source``) and the
+    loop's machine code."""
     from .backends import cpustore
     return diskcache.pack([loop.source.text.encode(), cpustore.dumps(loop)])
 
 
-def _decode_cpu(data: bytes, req: LoopRequest):
+def _decode_loop(data: bytes, req, label: str):
+    """The loop of an ``_encode_loop`` payload; ``label`` names its source as the generator does
+    (``"ufuncgen kernel"``: ``<ufuncgen kernel {digest}>``)."""
     from .backends import cpustore
     fields = diskcache.unpack(data)
     if len(fields) != 2:
         raise ValueError(f"expected 2 fields, found {len(fields)}")
     loop = cpustore.loads(fields[1], req.in_dtypes, req.out_dtypes)
     text = bytes(fields[0]).decode()
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]  # as generate_kernel names it
-    loop.source = KernelSource(text, f"<ufuncgen kernel {digest}>", digest, loop.in_dtypes, loop.out_dtypes)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]  # as the generator names it
+    loop.source = KernelSource(text, f"<{label} {digest}>", digest, loop.in_dtypes, loop.out_dtypes)
     register_source(loop.source, owner=loop)  # linecache shows the kernel, as for a compiled one
     return loop
 
@@ -115,8 +126,8 @@ def _build_cpu(req: LoopRequest, memory_key: tuple):
     if not req.cache or diskcache.disabled_by_env():
         return _compile_cpu(req)
     from .cachekey import loop_key
-    return diskcache.cached(loop_key(req, memory_key), lambda: _compile_cpu(req), _encode_cpu,
-                            lambda data: _decode_cpu(data, req))
+    return diskcache.cached(loop_key(req, memory_key), lambda: _compile_cpu(req), _encode_loop,
+                            lambda data: _decode_loop(data, req, "ufuncgen kernel"))
 
 
 def compiled_loop(req: LoopRequest, backend: str = "cpu"):

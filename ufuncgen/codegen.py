@@ -362,7 +362,12 @@ def rebuild(e, mapping: dict):
         return hit
     if e.is_Atom or not e.args:
         return e
-    args = tuple(rebuild(a, mapping) for a in e.args)
+    return _remake(e, [rebuild(a, mapping) for a in e.args])
+
+
+def _remake(e, args):
+    """``e`` over new arguments, rebuilt unevaluated (see ``rebuild``); ``e`` itself if none changed."""
+    args = tuple(args)
     if args == e.args:
         return e
     try:

@@ -148,6 +148,10 @@ class UFunc(FormulaIntrospection, functools.partial):
     def _doc(self) -> str:
         return _doc(self._formula)
 
+    def _numpy_ufunc(self, loops: list) -> np.ufunc:
+        from .backends.cpu import make_numpy_ufunc
+        return make_numpy_ufunc(self.__name__, self._doc(), loops, self.nin, self.nout)
+
     def _request(self, in_dtypes: tuple, out_dtypes: tuple | None) -> LoopRequest:
         return _request(self._formula, self._options, in_dtypes, out_dtypes)
 
@@ -155,9 +159,8 @@ class UFunc(FormulaIntrospection, functools.partial):
         key = (tuple(in_dtypes), tuple(out_dtypes) if out_dtypes else None)
         entry = self._entries.get(key)
         if entry is None or entry[0] is None:
-            from .backends.cpu import make_numpy_ufunc
             loop = entry[2] if entry is not None else compiled_loop(self._request(in_dtypes, out_dtypes))
-            uf = make_numpy_ufunc(self.__name__, self._doc(), [loop], self._formula.nin, self._formula.nout)
+            uf = self._numpy_ufunc([loop])
             entry = (uf, loop.out_dtypes, loop)
             with self._lock:
                 self._entries[key] = entry
@@ -254,17 +257,6 @@ class UFunc(FormulaIntrospection, functools.partial):
         return self._ufunc_for([a, *b]).at(a, indices, *b)
 
     # ---- introspection (the rest is in FormulaIntrospection) --------------------------------
-    @property
-    def ufunc(self) -> np.ufunc:
-        """A real ``numpy.ufunc`` with every loop compiled so far."""
-        if self._fixed is not None:
-            return self._fixed
-        if not self._entries:
-            raise ValueError("nothing is compiled yet: call the function or pass signatures=")
-        from .backends.cpu import make_numpy_ufunc
-        return make_numpy_ufunc(self.__name__, self._doc(), [e[2] for e in self._entries.values()],
-                                self.nin, self.nout)
-
     @property
     def source(self) -> str:
         """The generated Python source of the scalar kernel (float64 if nothing is compiled yet)."""

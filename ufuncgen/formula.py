@@ -18,15 +18,9 @@ from .parse import check_name, parse_formula
 __all__ = ["Formula", "make_formula", "check_sympy", "ALLOWED_CORE"]
 
 
-@dataclass(frozen=True)
-class Formula:
-    """One or more output expressions over named inputs, in a fixed argument order."""
-
-    exprs: tuple
-    args: tuple
-    text: str | None = None
-    multi: bool = False          # given as a list: the result is a tuple even for one output
-    symbols: tuple = field(default=(), compare=False)
+class _ExprsOverArgs:
+    """Arity and expression of a formula kept as ``exprs`` over ``args`` (elementwise or indexed),
+    so UFunc and GUFunc read both alike."""
 
     @property
     def nin(self) -> int:
@@ -40,6 +34,17 @@ class Formula:
     def expr(self):
         """The SymPy expression, or a tuple of them for several outputs."""
         return self.exprs if self.multi else self.exprs[0]
+
+
+@dataclass(frozen=True)
+class Formula(_ExprsOverArgs):
+    """One or more output expressions over named inputs, in a fixed argument order."""
+
+    exprs: tuple
+    args: tuple
+    text: str | None = None
+    multi: bool = False          # given as a list: the result is a tuple even for one output
+    symbols: tuple = field(default=(), compare=False)
 
     def canonical(self) -> str:
         """Text that two spellings of the same formula share (the first part of cache keys).

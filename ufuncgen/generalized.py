@@ -92,8 +92,7 @@ class GUFunc(FormulaIntrospection):
         self._sigs = _parse_gusignatures(signatures, formula.nin, formula.nout)
         if self._sigs and target in ("cpu", "parallel", "auto"):
             loops = [self._entry(sig.inputs, sig.outputs)[2] for sig in self._sigs]
-            self._fixed = make_numpy_gufunc(self.__name__, self._doc(), loops, formula.nin, formula.nout,
-                                            formula.layout)
+            self._fixed = self._numpy_ufunc(loops)
             self._fixed_out = loops[0].out_dtypes if len(loops) == 1 else None
         elif self._sigs and self._device_impl is not None:
             for sig in self._sigs:
@@ -102,6 +101,9 @@ class GUFunc(FormulaIntrospection):
     # ---- compiling ------------------------------------------------------------------------
     def _doc(self) -> str:
         return f"ufuncgen gufunc {self._formula} with layout {self.layout} and args ({', '.join(self.args)})"
+
+    def _numpy_ufunc(self, loops: list) -> np.ufunc:
+        return make_numpy_gufunc(self.__name__, self._doc(), loops, self.nin, self.nout, self._formula.layout)
 
     def output_dtypes(self, in_dtypes: tuple) -> tuple:
         """Result dtypes for these input dtypes (NumPy's promotion rules)."""
@@ -122,7 +124,7 @@ class GUFunc(FormulaIntrospection):
         entry = self._entries.get(key)
         if entry is None:
             loop = compiled_guloop(self._request(in_dtypes, out_dtypes))
-            uf = make_numpy_gufunc(self.__name__, self._doc(), [loop], self.nin, self.nout, self._formula.layout)
+            uf = self._numpy_ufunc([loop])
             entry = (uf, loop.out_dtypes, loop)
             with self._lock:
                 entry = self._entries.setdefault(key, entry)
@@ -171,16 +173,6 @@ class GUFunc(FormulaIntrospection):
     def layout(self) -> str:
         """NumPy's core signature, such as ``"(m,n),(n)->(m)"``."""
         return str(self._formula.layout)
-
-    @property
-    def ufunc(self) -> np.ufunc:
-        """A real ``numpy.ufunc`` (with core signature) holding every loop compiled so far."""
-        if self._fixed is not None:
-            return self._fixed
-        if not self._entries:
-            raise ValueError("nothing is compiled yet: call the function or pass signatures=")
-        return make_numpy_gufunc(self.__name__, self._doc(), [e[2] for e in self._entries.values()],
-                                 self.nin, self.nout, self._formula.layout)
 
     @property
     def source(self) -> str:

@@ -18,14 +18,13 @@ default OpenMP layer schedules one core element per task.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import diskcache
-from .build import _COMPILES
-from .codegen import KernelSource, load_kernel, register_source
+from .build import _COMPILES, _compile_errors, _decode_loop, _encode_loop
+from .codegen import KernelSource, load_kernel
 from .gucodegen import generate_gukernel
 from .indexing import IndexedFormula, Layout
 from .memcache import LOOPS
@@ -71,14 +70,8 @@ def _compile(req: GuLoopRequest):
     src = gukernel_source(req)
     pyfunc = load_kernel(src)
     _COMPILES.add()
-    try:
+    with _compile_errors("the gufunc", req.in_dtypes):
         cres = gucpu.compile_gukernel(pyfunc, req.formula.layout, req.in_dtypes, req.out_dtypes, req.fastmath)
-    except Exception as err:  # Numba's typing errors are long: say what failed, keep the cause
-        if type(err).__name__ in ("TypingError", "UnsupportedError", "LoweringError", "NumbaError"):
-            first = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise TypeError(f"the gufunc cannot be compiled for inputs "
-                            f"({', '.join(d.name for d in req.in_dtypes)}): {first}") from err
-        raise
     # named by content (the source holds the layout and the signature), so loops loaded from disk
     # into one JIT never share a symbol
     name = "gu_" + src.digest + ("_fastmath" if req.fastmath else "")
@@ -88,30 +81,11 @@ def _compile(req: GuLoopRequest):
     return loop
 
 
-def _encode(loop) -> bytes:
-    """Disk payload: the kernel source (for ``GUFunc.source``) and the loop's machine code."""
-    from .backends import cpustore
-    return diskcache.pack([loop.source.text.encode(), cpustore.dumps(loop)])
-
-
-def _decode(data: bytes, req: GuLoopRequest):
-    from .backends import cpustore
-    fields = diskcache.unpack(data)
-    if len(fields) != 2:
-        raise ValueError(f"expected 2 fields, found {len(fields)}")
-    loop = cpustore.loads(fields[1], req.in_dtypes, req.out_dtypes)
-    text = bytes(fields[0]).decode()
-    digest = hashlib.sha256(text.encode()).hexdigest()[:16]  # as generate_gukernel names it
-    loop.source = KernelSource(text, f"<ufuncgen gukernel {digest}>", digest, loop.in_dtypes, loop.out_dtypes)
-    register_source(loop.source, owner=loop)  # tracebacks and inspect show the kernel
-    return loop
-
-
 def _build(req: GuLoopRequest, memory_key: tuple):
     if not req.cache or diskcache.disabled_by_env():
         return _compile(req)
-    return diskcache.cached(guloop_key(req, memory_key), lambda: _compile(req), _encode,
-                            lambda data: _decode(data, req))
+    return diskcache.cached(guloop_key(req, memory_key), lambda: _compile(req), _encode_loop,
+                            lambda data: _decode_loop(data, req, "ufuncgen gukernel"))
 
 
 def compiled_guloop(req: GuLoopRequest):
@@ -145,7 +119,7 @@ def _core_sizes(args, layout: Layout):
 
 def parallel_gufunc_call(uf: np.ufunc, layout: Layout, out_dtypes, args, kwargs):
     """Call the gufunc on thread-sized slices of the loop dimensions; one call where it must."""
-    from .parallel import MIN_PARALLEL_SIZE, _executor, _plain, num_threads
+    from .parallel import MIN_PARALLEL_SIZE, _call_in_slices, _plain, num_threads
 
     nthreads = num_threads()
     if nthreads < 2 or set(kwargs) - {"out", "casting"} or not all(_plain(a) for a in args):
@@ -168,28 +142,7 @@ def parallel_gufunc_call(uf: np.ufunc, layout: Layout, out_dtypes, args, kwargs)
         outs = tuple(np.empty(s, dtype=dt) for s, dt in zip(out_shapes, out_dtypes, strict=True))
     elif not all(type(o) is np.ndarray and o.shape == s for o, s in zip(outs, out_shapes, strict=True)):
         return uf(*args, **kwargs)
-    axis = int(np.argmax(loop_shape))
-    nchunks = min(nthreads, loop_shape[axis])
-    bounds = np.linspace(0, loop_shape[axis], nchunks + 1).astype(int)
     full = [a if not isinstance(a, np.ndarray) or a.ndim == 0 else
             np.broadcast_to(a, loop_shape + a.shape[a.ndim - len(dims):])
             for a, dims in zip(args, layout.inputs, strict=True)]
-
-    def piece(a, lo, hi):
-        if not isinstance(a, np.ndarray) or a.ndim == 0:
-            return a
-        idx = [slice(None)] * a.ndim
-        idx[axis] = slice(lo, hi)
-        return a[tuple(idx)]
-
-    extra = {k: v for k, v in kwargs.items() if k != "out"}
-
-    def run(k):
-        lo, hi = bounds[k], bounds[k + 1]
-        uf(*[piece(a, lo, hi) for a in full], out=tuple(piece(o, lo, hi) for o in outs), **extra)
-
-    futures = [_executor().submit(run, k) for k in range(1, nchunks)]
-    run(0)
-    for f in futures:
-        f.result()
-    return outs[0] if len(outs) == 1 else outs
+    return _call_in_slices(uf, full, outs, kwargs, loop_shape, nthreads)

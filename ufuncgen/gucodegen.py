@@ -21,7 +21,7 @@ import hashlib
 import numpy as np
 import sympy as sp
 
-from .codegen import KernelPrinter, KernelSource, _safe, common_subexpressions, rebuild, safe_param_names
+from .codegen import KernelPrinter, KernelSource, _remake, _safe, common_subexpressions, rebuild, safe_param_names
 from .dtypes import _Infer, dtype_name, literal_dtype
 from .indexing import Idx, IndexedFormula, ReduceSum, Reduction, free_indices, split_subscript, substitute_index
 from .parse import is_condition
@@ -447,21 +447,6 @@ def _names(prefix, lowering):
         k += 1
         if name not in lowering.taken:
             yield sp.Symbol(name)
-
-
-def _remake(e, args):
-    """``e`` over new arguments, rebuilt unevaluated (as ``codegen.rebuild``); ``e`` itself if none changed.
-
-    Rebuilding with evaluation would let SymPy apply identities that change values at singular
-    points (``sin(atan2(x, x))`` becomes ``x/sqrt(2*x**2)``, nan at 0).
-    """
-    args = tuple(args)
-    if args == e.args:
-        return e
-    try:
-        return e.func(*args, evaluate=False)
-    except TypeError:
-        return e.func(*args)
 
 
 def _is_leaf(e) -> bool:

@@ -25,7 +25,7 @@ import sympy as sp
 from sympy.core.sympify import _sympify
 
 from .errors import FormulaError
-from .formula import check_sympy
+from .formula import _ExprsOverArgs, check_sympy
 from .functions import BY_NAME, CONSTANTS
 from .parse import LIMITS, FormulaParser, Limits, check_name, is_condition
 
@@ -544,7 +544,7 @@ class _FromSympy:
 
 # ---- the checked formula --------------------------------------------------------------------------
 @dataclass(frozen=True)
-class IndexedFormula:
+class IndexedFormula(_ExprsOverArgs):
     """Index-notation output expressions over named inputs, with their checked layout.
 
     ``symbols[k]`` is a Symbol for a scalar input and an IndexedBase for an array input;
@@ -560,18 +560,6 @@ class IndexedFormula:
     dims: tuple            # ((index name, dim), ...)
     text: str | None = None
     multi: bool = False
-
-    @property
-    def nin(self) -> int:
-        return len(self.args)
-
-    @property
-    def nout(self) -> int:
-        return len(self.exprs)
-
-    @property
-    def expr(self):
-        return self.exprs if self.multi else self.exprs[0]
 
     @property
     def dim_of(self) -> dict:

@@ -1,11 +1,14 @@
 """What UFunc and GUFunc objects show about themselves: shared by both, one place.
 
 The classes keep ``_formula``, ``_options``, ``_entries`` (loops by dtypes: (ufunc, out dtypes,
-loop)), ``_device_impl``, ``__name__`` and ``target``, and a ``_latex()`` of their own.
+loop)), ``_fixed`` (the ufunc of the given signatures, or None), ``_device_impl``, ``__name__`` and
+``target``, and a ``_latex()`` and a ``_numpy_ufunc(loops)`` of their own.
 """
 from __future__ import annotations
 
 import html
+
+import numpy as np
 
 from .dtypes import Signature
 from .errors import FormulaError
@@ -54,6 +57,15 @@ class FormulaIntrospection:
         if self._device_impl is not None:
             sigs += [s for s in self._device_impl.signatures() if s not in sigs]
         return sigs
+
+    @property
+    def ufunc(self) -> np.ufunc:
+        """A real ``numpy.ufunc`` holding every loop compiled so far (a GUFunc's has its core signature)."""
+        if self._fixed is not None:
+            return self._fixed
+        if not self._entries:
+            raise ValueError("nothing is compiled yet: call the function or pass signatures=")
+        return self._numpy_ufunc([e[2] for e in self._entries.values()])
 
     @property
     def types(self) -> list:

@@ -82,16 +82,25 @@ def parallel_call(uf, out_dtypes, args, kwargs):
         outs = tuple(np.empty(shape, dtype=dt) for dt in out_dtypes)
     elif not all(type(o) is np.ndarray and o.shape == shape for o in outs) or _overlap(outs, args):
         return uf(*args, **kwargs)
-    axis = int(np.argmax(shape))
-    nchunks = min(nthreads, shape[axis])
-    bounds = np.linspace(0, shape[axis], nchunks + 1).astype(int)
+    full = [np.broadcast_to(a, shape) if isinstance(a, np.ndarray) and a.ndim and a.shape != shape else a
+            for a in args]
+    return _call_in_slices(uf, full, outs, kwargs, shape, nthreads)
+
+
+def _call_in_slices(uf, args, outs: tuple, kwargs: dict, loop_shape: tuple, nthreads: int):
+    """Call ``uf`` on slices of the longest loop axis, one slice per thread (this one included).
+
+    Array ``args`` and ``outs`` start with the loop dimensions, broadcast already (a gufunc's core
+    dimensions follow); scalars pass whole.  Shared by the ufunc and gufunc parallel targets.
+    """
+    axis = int(np.argmax(loop_shape))
+    nchunks = min(nthreads, loop_shape[axis])
+    bounds = np.linspace(0, loop_shape[axis], nchunks + 1).astype(int)
 
     def piece(a, lo, hi):
         if not isinstance(a, np.ndarray) or a.ndim == 0:
             return a
-        if a.shape != shape:
-            a = np.broadcast_to(a, shape)
-        idx = [slice(None)] * len(shape)
+        idx = [slice(None)] * a.ndim
         idx[axis] = slice(lo, hi)
         return a[tuple(idx)]
 

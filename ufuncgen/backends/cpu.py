@@ -68,17 +68,22 @@ def _flags(fastmath: bool) -> compiler.Flags:
     return flags
 
 
-def compile_kernel(pyfunc, in_dtypes: tuple, out_dtypes: tuple, fastmath: bool = False):
-    """Numba-compile the scalar kernel for exact argument and return types."""
-    argtys = tuple(_nb(d) for d in in_dtypes)
-    outs = tuple(_nb(d) for d in out_dtypes)
-    restype = outs[0] if len(outs) == 1 else types.Tuple(outs)
+def _compile(pyfunc, argtys: tuple, restype, flags: compiler.Flags):
+    """Numba-compile ``pyfunc`` for exact types in the cpu target (ufunc and gufunc kernels)."""
     with global_compiler_lock:
         typingctx = cpu_target.typing_context
         targetctx = cpu_target.target_context
         typingctx.refresh()
         targetctx.refresh()
-        return compiler.compile_extra(typingctx, targetctx, pyfunc, argtys, restype, _flags(fastmath), {})
+        return compiler.compile_extra(typingctx, targetctx, pyfunc, argtys, restype, flags, {})
+
+
+def compile_kernel(pyfunc, in_dtypes: tuple, out_dtypes: tuple, fastmath: bool = False):
+    """Numba-compile the scalar kernel for exact argument and return types."""
+    argtys = tuple(_nb(d) for d in in_dtypes)
+    outs = tuple(_nb(d) for d in out_dtypes)
+    restype = outs[0] if len(outs) == 1 else types.Tuple(outs)
+    return _compile(pyfunc, argtys, restype, _flags(fastmath))
 
 
 class _Operand:
@@ -118,6 +123,33 @@ def _call_kernel(ctx, builder, kfunc, restype, argtypes, values, nout):
     return [builder.extract_value(ret, k) for k in range(nout)]
 
 
+def _new_loop(cres, name: str, restype, argtypes):
+    """A library holding an empty NumPy inner loop ``ufuncgen_loop_{name}`` (ufunc or gufunc) and the
+    kernel's declaration, marked to be inlined: (library, kernel, loop, builder at the loop's entry).
+
+    Call under the compiler lock; ``_finish_loop`` compiles it.
+    """
+    ctx = cres.target_context
+    intp = ctx.get_value_type(types.intp)
+    i8p = ir.IntType(8).as_pointer()
+    library = ctx.codegen().create_library(f"ufuncgen_loop_{name}")
+    library.enable_object_caching()  # keep the machine code, so the disk cache can store it
+    module = library.create_ir_module(f"ufuncgen_loop_{name}")
+    kfnty = ctx.call_conv.get_function_type(restype, argtypes)
+    kfunc = ir.Function(module, kfnty, name=cres.fndesc.llvm_func_name)
+    kfunc.attributes.add("alwaysinline")
+    loopty = ir.FunctionType(ir.VoidType(), [i8p.as_pointer(), intp.as_pointer(), intp.as_pointer(), i8p])
+    loop = ir.Function(module, loopty, name=f"ufuncgen_loop_{name}")
+    return library, kfunc, loop, ir.IRBuilder(loop.append_basic_block("entry"))
+
+
+def _finish_loop(library, cres, loop) -> int:
+    """Link the kernel in and compile the loop's library: the loop's address."""
+    library.add_ir_module(loop.module)
+    library.add_linking_library(cres.library)
+    return library.get_pointer_to_function(loop.name)
+
+
 def build_loop(cres, in_dtypes: tuple, out_dtypes: tuple, name: str, want_ir: bool = False) -> CompiledLoop:
     """Wrap the compiled kernel in a NumPy ufunc inner loop (see the module docstring)."""
     ctx = cres.target_context
@@ -126,19 +158,10 @@ def build_loop(cres, in_dtypes: tuple, out_dtypes: tuple, name: str, want_ir: bo
     restype = cres.signature.return_type
     nin, nout = len(argtypes), len(outtypes)
     intp = ctx.get_value_type(types.intp)
-    i8p = ir.IntType(8).as_pointer()
 
     with global_compiler_lock:
-        library = ctx.codegen().create_library(f"ufuncgen_loop_{name}")
-        library.enable_object_caching()  # keep the machine code, so the disk cache can store it
-        module = library.create_ir_module(f"ufuncgen_loop_{name}")
-        kfnty = ctx.call_conv.get_function_type(restype, argtypes)
-        kfunc = ir.Function(module, kfnty, name=cres.fndesc.llvm_func_name)
-        kfunc.attributes.add("alwaysinline")
-        loopty = ir.FunctionType(ir.VoidType(), [i8p.as_pointer(), intp.as_pointer(), intp.as_pointer(), i8p])
-        loop = ir.Function(module, loopty, name=f"ufuncgen_loop_{name}")
+        library, kfunc, loop, builder = _new_loop(cres, name, restype, argtypes)
         args, dims, steps, _data = loop.args
-        builder = ir.IRBuilder(loop.append_basic_block("entry"))
 
         ops = []
         for k, ty in enumerate(argtypes + outtypes):
@@ -150,13 +173,10 @@ def build_loop(cres, in_dtypes: tuple, out_dtypes: tuple, name: str, want_ir: bo
         zero = ir.Constant(intp, 0)
         one = ir.Constant(intp, 1)
 
-        helpers = _CopyHelpers(module, ctx, intp, streams=_can_stream(ctx))
+        helpers = _CopyHelpers(loop.module, ctx, intp, streams=_can_stream(ctx))
         _block_loop(ctx, builder, ins, outs, n, kfunc, restype, argtypes, nout, intp, helpers)
         builder.ret_void()
-
-        library.add_ir_module(module)
-        library.add_linking_library(cres.library)
-        address = library.get_pointer_to_function(loop.name)
+        address = _finish_loop(library, cres, loop)
         llvm_ir = library.get_llvm_str() if want_ir else None
     return CompiledLoop(address, tuple(map(np.dtype, in_dtypes)), tuple(map(np.dtype, out_dtypes)),
                         (library, cres.library, cres), llvm_ir)

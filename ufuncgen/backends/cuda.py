@@ -469,12 +469,20 @@ def _layout(bshape, operands):
                 raise ValueError("the cuda target needs strides that are multiples of the item size")
             el.append(0 if n == 1 else s // itemsize)
         per_op.append(el)
-    # drop length-1 dimensions, then merge neighbours that are contiguous for every operand
-    dims = [d for d in range(nd) if bshape[d] != 1]
+    shape, strides = _coalesce(bshape, per_op)
+    return tuple(shape), strides
+
+
+def _coalesce(bshape, per_op):
+    """Drop length-1 loop dimensions, merge neighbours that are contiguous for every operand.
+
+    ``per_op``: each operand's element strides over ``bshape``; returns (shape, strides) as lists.
+    """
+    dims = [d for d in range(len(bshape)) if bshape[d] != 1]
     shape = [bshape[d] for d in dims]
-    strides = [[el[d] for d in dims] for el in per_op]
+    strides = [[st[d] for d in dims] for st in per_op]
     if not shape:
-        return (1,), [[0] for _ in per_op]
+        return [1], [[0] for _ in per_op]
     k = len(shape) - 1
     while k > 0:
         if all(st[k - 1] == st[k] * shape[k] for st in strides):
@@ -484,7 +492,7 @@ def _layout(bshape, operands):
                 st[k - 1] = st[k]
                 del st[k]
         k -= 1
-    return tuple(shape), strides
+    return shape, strides
 
 
 def _flat_view(a: np.ndarray):

@@ -26,6 +26,7 @@ from .cuda import (
     _allocator,
     _array_operands,
     _check_out,
+    _coalesce,
     _default_stream,
     _DevicePlan,
     _filler,
@@ -178,25 +179,6 @@ def _loop_strides(shape, strides, core_nd, bshape):
         else:
             out.append(loop_strides[d - pad])
     return out
-
-
-def _coalesce(bshape, per_op):
-    """Drop length-1 loop dimensions, merge neighbours that are contiguous for every operand."""
-    dims = [d for d in range(len(bshape)) if bshape[d] != 1]
-    shape = [bshape[d] for d in dims]
-    strides = [[st[d] for d in dims] for st in per_op]
-    if not shape:
-        return [1], [[0] for _ in per_op]
-    k = len(shape) - 1
-    while k > 0:
-        if all(st[k - 1] == st[k] * shape[k] for st in strides):
-            shape[k - 1] *= shape[k]
-            del shape[k]
-            for st in strides:
-                st[k - 1] = st[k]
-                del st[k]
-        k -= 1
-    return shape, strides
 
 
 def _contiguous(shape, itemsize):

@@ -31,12 +31,11 @@ from __future__ import annotations
 
 import numpy as np
 from llvmlite import ir
-from numba.core import cgutils, compiler, types
+from numba.core import cgutils, types
 from numba.core.compiler_lock import global_compiler_lock
-from numba.core.registry import cpu_target
 from numba.np import numpy_support
 
-from .cpu import CompiledLoop, _flags
+from .cpu import CompiledLoop, _compile, _finish_loop, _flags, _new_loop
 
 __all__ = ["kernel_types", "compile_gukernel", "build_guloop", "dim_order"]
 
@@ -56,12 +55,7 @@ def compile_gukernel(pyfunc, layout, in_dtypes: tuple, out_dtypes: tuple, fastma
     """Numba-compile the gufunc kernel (writes its outputs, returns nothing) with the core's flags."""
     argtys = kernel_types(layout, in_dtypes, out_dtypes)
     flags = _flags(fastmath)  # bounds checks stay off unless NUMBA_BOUNDSCHECK=1 (then in the disk key)
-    with global_compiler_lock:
-        typingctx = cpu_target.typing_context
-        targetctx = cpu_target.target_context
-        typingctx.refresh()
-        targetctx.refresh()
-        return compiler.compile_extra(typingctx, targetctx, pyfunc, argtys, types.void, flags, {})
+    return _compile(pyfunc, argtys, types.void, flags)
 
 
 def dim_order(layout) -> dict:
@@ -80,23 +74,14 @@ def build_guloop(cres, layout, in_dtypes: tuple, out_dtypes: tuple, name: str) -
     groups = tuple(layout.inputs) + tuple(layout.outputs)
     nargs = len(groups)
     intp = ctx.get_value_type(types.intp)
-    i8p = ir.IntType(8).as_pointer()
     order = dim_order(layout)
 
     def const(v):
         return ir.Constant(intp, v)
 
     with global_compiler_lock:
-        library = ctx.codegen().create_library(f"ufuncgen_loop_{name}")
-        library.enable_object_caching()  # keep the machine code, so the disk cache can store it
-        module = library.create_ir_module(f"ufuncgen_loop_{name}")
-        kfnty = ctx.call_conv.get_function_type(cres.fndesc.restype, cres.fndesc.argtypes)
-        kfunc = ir.Function(module, kfnty, name=cres.fndesc.llvm_func_name)
-        kfunc.attributes.add("alwaysinline")
-        loopty = ir.FunctionType(ir.VoidType(), [i8p.as_pointer(), intp.as_pointer(), intp.as_pointer(), i8p])
-        loop = ir.Function(module, loopty, name=f"ufuncgen_loop_{name}")
+        library, kfunc, loop, builder = _new_loop(cres, name, cres.fndesc.restype, cres.fndesc.argtypes)
         args, dims, steps, _data = loop.args
-        builder = ir.IRBuilder(loop.append_basic_block("entry"))
 
         n = builder.load(dims)
         sizes = {d: builder.load(builder.gep(dims, [const(1 + k)])) for d, k in order.items()}
@@ -134,9 +119,6 @@ def build_guloop(cres, layout, in_dtypes: tuple, out_dtypes: tuple, name: str) -
             # it has IndexError paths, never taken: generated subscripts are in bounds (stencils wrap)
             ctx.call_conv.call_function(builder, kfunc, cres.signature.return_type, argtys, values)
         builder.ret_void()
-
-        library.add_ir_module(module)
-        library.add_linking_library(cres.library)
-        address = library.get_pointer_to_function(loop.name)
+        address = _finish_loop(library, cres, loop)
     return CompiledLoop(address, tuple(map(np.dtype, in_dtypes)), tuple(map(np.dtype, out_dtypes)),
                         (library, cres.library, cres))
