@@ -271,6 +271,18 @@ def test_parallel_split_over_loop_dimensions(name):
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("target", ["cpu", "parallel"])
+def test_out_overlapping_the_input_by_a_row_is_as_numpy(target):
+    """out=a[1:] with input a[:-1]: NumPy copies overlapping operands first; threads splitting the
+    rows must not read rows another thread has already written (it did, now and then)."""
+    g = ug.gufunc("x[i] * 2 - sum(x[j], j)", layout="(n)->(n)", target=target)
+    for seed in range(5):
+        a = np.random.default_rng(seed).normal(size=(40_000, 8))
+        want = a[:-1] * 2 - a[:-1].sum(axis=1, keepdims=True)
+        g(a[:-1], out=a[1:])
+        np.testing.assert_allclose(a[1:], want, rtol=1e-12, atol=1e-12)
+
+
 # ---- signatures, objects, pickling ------------------------------------------------------------------
 def test_explicit_signatures_make_one_numpy_gufunc():
     g = ug.gufunc("sum(x[i]*y[i], i)", signatures=["float32(float32, float32)", "float64(float64, float64)"])

@@ -119,7 +119,7 @@ def _core_sizes(args, layout: Layout):
 
 def parallel_gufunc_call(uf: np.ufunc, layout: Layout, out_dtypes, args, kwargs):
     """Call the gufunc on thread-sized slices of the loop dimensions; one call where it must."""
-    from .parallel import MIN_PARALLEL_SIZE, _call_in_slices, _plain, num_threads
+    from .parallel import MIN_PARALLEL_SIZE, _call_in_slices, _overlap, _plain, num_threads
 
     nthreads = num_threads()
     if nthreads < 2 or set(kwargs) - {"out", "casting"} or not all(_plain(a) for a in args):
@@ -140,8 +140,9 @@ def parallel_gufunc_call(uf: np.ufunc, layout: Layout, out_dtypes, args, kwargs)
     outs = out if isinstance(out, tuple) else ((out,) if out is not None else None)
     if outs is None or all(o is None for o in outs):
         outs = tuple(np.empty(s, dtype=dt) for s, dt in zip(out_shapes, out_dtypes, strict=True))
-    elif not all(type(o) is np.ndarray and o.shape == s for o, s in zip(outs, out_shapes, strict=True)):
-        return uf(*args, **kwargs)
+    elif (not all(type(o) is np.ndarray and o.shape == s for o, s in zip(outs, out_shapes, strict=True))
+          or _overlap(outs, args)):
+        return uf(*args, **kwargs)  # NumPy copies overlapping operands; threads would race
     full = [a if not isinstance(a, np.ndarray) or a.ndim == 0 else
             np.broadcast_to(a, loop_shape + a.shape[a.ndim - len(dims):])
             for a, dims in zip(args, layout.inputs, strict=True)]
