@@ -312,6 +312,25 @@ def test_out_aliasing_an_input(axpy, kind):
     np.testing.assert_allclose(get(d), 3 * x, rtol=1e-14)
 
 
+def test_out_overlapping_an_input_other_than_element_for_element(axpy, kind):
+    """NumPy copies overlapping operands first: out=x[1:] with input x[:-1] (or reversed) must not
+    read elements that other threads have already written."""
+    put, get, _ = kind
+    x = RNG.normal(size=300_001 if MODE == "gpu" else 3001)
+    cases = {"later": (slice(None, -1), slice(1, None)), "earlier": (slice(1, None), slice(None, -1)),
+             "reversed": (slice(None), slice(None, None, -1))}
+    for src, dst in cases.values():
+        d = put(x.copy())
+        axpy(2.0, d[src], d[src], out=d[dst])
+        want = x.copy()
+        want[dst] = 3 * x[src]
+        np.testing.assert_allclose(get(d), want, rtol=1e-14)
+    d = put(x.copy())  # two outputs over one array
+    two = ug.ufunc(["x + 1", "x - 1"], target="cuda")
+    two(d[:10], out=(d[5:15], d[5:15]))
+    np.testing.assert_allclose(get(d)[5:15], x[:10] - 1, rtol=1e-14)
+
+
 def test_stream_argument(axpy):
     s = cuda.stream()
     x = RNG.normal(size=777)

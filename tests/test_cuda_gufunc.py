@@ -180,6 +180,22 @@ def test_softmax_in_place_on_the_device():
     np.testing.assert_allclose(d.copy_to_host(), _softmax(x), rtol=1e-12)
 
 
+@pytest.mark.parametrize("n", [40, 200])  # rows staged in shared memory, and too long to stage
+def test_out_overlapping_the_input_by_a_row(n):
+    """NumPy copies overlapping operands first; one thread per row would read rows that other
+    threads have written.  The very same view is copied too unless its rows are staged."""
+    g = ug.gufunc("x[i] * 2 - sum(x[j], j)", layout="(n)->(n)", target="cuda")
+    a = np.random.default_rng(n).normal(size=(100, n))
+    d = cuda.to_device(a)
+    g(d[:-1], out=d[1:])
+    want = a[:-1] * 2 - a[:-1].sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(d.copy_to_host()[1:], want, rtol=1e-12, atol=1e-12)
+    r = ug.gufunc("x[i+1] - x[i]", layout="(n)->(n)", target="cuda")  # wraps: reads x[0] after out[0]
+    d = cuda.to_device(a)
+    r(d, out=d)
+    np.testing.assert_allclose(d.copy_to_host(), np.roll(a, -1, axis=1) - a, rtol=1e-12, atol=1e-12)
+
+
 def test_several_outputs_and_a_list_of_one():
     f = ug.gufunc(["sum(x[i], i)", "max(x[i], i)"], target="cuda")
     x = np.random.default_rng(7).normal(size=(3, 10))

@@ -184,6 +184,14 @@ class CudaDispatcher:
             return self._first_call(args, out, stream)
         return plan.run(args, out, stream)
 
+    def _through_new_outputs(self, args, out, stream):
+        """The call into new output arrays, then copied into ``out`` (outputs that overlap inputs)."""
+        kw = {} if stream is None else {"stream": stream}
+        res = self(args, kw)
+        for r, o in zip(res if isinstance(res, tuple) else (res,), out, strict=True):
+            _caster(np.dtype(r.dtype), np.dtype(o.dtype))(r, out=o, **kw)
+        return out[0] if len(out) == 1 else out
+
     def _first_call(self, args, out, stream):
         """Slow path: normalise the arguments, make (and keep) the plan for this call shape."""
         if out is not None:
@@ -518,6 +526,7 @@ class _DevicePlan:
                  layout, result_kind, out_store, order):
         self.nout = len(out_desc)
         self.n = n = int(np.prod(bshape, dtype=np.int64)) if bshape else 1
+        self.disp = disp
         self.kernel = kernel
         self.launcher = launcher = kernel.launcher()
         slots = iter(launcher.slots)
@@ -528,12 +537,14 @@ class _DevicePlan:
             for s in shape:
                 next(slots).value = s
         setters = []
+        in_slots = set()  # the data-pointer slots of array inputs
         op = 0
         for j, (k, arr) in enumerate(zip(kinds, is_array, strict=True)):
             if not arr:
                 setters += self._scalar_setters(slots, j, spec.in_storage[j], args[j], sim)
                 continue
             setters.append((next(slots), j, self._pointer_getter(k, sim)))
+            in_slots.add(setters[-1][0])
             if layout is not None:
                 shape_j, strides_j, dt = in_desc[j]
                 next(slots).value = _low_offset(shape_j, strides_j, dt.itemsize) if sim else 0
@@ -550,6 +561,10 @@ class _DevicePlan:
                     next(slots).value = t
             op += 1
         self.fill = _filler(setters, out_setters)
+        self.clash = None if out is None else _clash_check(
+            [(slot, in_desc[j][0], in_desc[j][1], in_desc[j][2].itemsize, True) for slot, j, _ in setters
+             if is_array[j] and slot in in_slots],
+            [(slot, d[0], d[1], d[2]) for (slot, _j, _g), d in zip(out_setters, out_desc, strict=True)], sim)
         self.allocs = () if out is not None else tuple(_allocator(result_kind, bshape, dt, order, engine)
                                                          for dt in out_store)
         self.alloc1 = self.allocs[0] if len(self.allocs) == 1 else None
@@ -595,8 +610,80 @@ class _DevicePlan:
             launcher = self.launcher
             with launcher.lock:
                 self.fill(args, out)
-                launcher.launch(self.grid, self.block, s)
+                clash = self.clash is not None and self.clash()
+                if not clash:
+                    launcher.launch(self.grid, self.block, s)
+            if clash:
+                return self.disp._through_new_outputs(args, out, stream)
         return out[0] if self.nout == 1 else out
+
+
+_CASTERS: dict = {}
+
+
+def _caster(src: np.dtype, dst: np.dtype):
+    """A cuda ufunc copying ``src`` arrays into ``dst`` ones on the device (any layout, same kind)."""
+    key = (src.str, dst.str)
+    cast = _CASTERS.get(key)
+    if cast is None:
+        from ..elementwise import ufunc
+        cast = ufunc("x", target="cuda")
+        cast._device_impl.compile((src,), (dst,))  # the one signature it takes (float16 has no spelling)
+        _CASTERS[key] = cast
+    return cast
+
+
+def _extent(shape, strides, itemsize):
+    """Bytes from element 0 down to the lowest and up to past the highest element (None: empty)."""
+    if any(n == 0 for n in shape):
+        return None
+    lo = sum((n - 1) * t for n, t in zip(shape, strides, strict=True) if t < 0)
+    hi = sum((n - 1) * t for n, t in zip(shape, strides, strict=True) if t > 0) + itemsize
+    return lo, hi
+
+
+def _clash_check(ins, outs, sim: bool):
+    """``clash()`` after ``fill``: whether an output overlaps an input, or another output, other
+    than as the very same view (element i read, then element i written, by one thread).
+
+    NumPy copies such operands first; the kernel's threads would read elements that others have
+    already written (``f(a[:-1], out=a[1:])``).  ``ins``: (pointer slot, shape, byte strides,
+    itemsize, whether the very same view is safe); ``outs`` the same without the flag.  On the
+    driver the slots hold the address of element 0; in the simulator, arrays, compared with
+    NumPy's own overlap test.
+    """
+    pairs = []
+    for k, (oslot, oshape, ostrides, osize) in enumerate(outs):
+        oext = _extent(oshape, ostrides, osize)
+        if oext is None:
+            continue
+        for islot, ishape, istrides, isize, same_ok in ins + [o + (False,) for o in outs[:k]]:
+            iext = _extent(ishape, istrides, isize)
+            if iext is not None:
+                same = same_ok and (ishape, istrides, isize) == (oshape, ostrides, osize)
+                pairs.append((islot, iext, oslot, oext, same))
+    if not pairs:
+        return None
+    if sim:
+        def clash_sim():
+            for islot, _ie, oslot, _oe, same in pairs:
+                a, b = getattr(islot.value, "_ary", islot.value), getattr(oslot.value, "_ary", oslot.value)
+                if np.may_share_memory(a, b) and not (same and _address(a) == _address(b)):
+                    return True
+            return False
+        return clash_sim
+
+    def clash():
+        for islot, (ilo, ihi), oslot, (olo, ohi), same in pairs:
+            p, q = islot.value, oslot.value
+            if p + ilo < q + ohi and q + olo < p + ihi and not (same and p == q):
+                return True
+        return False
+    return clash
+
+
+def _address(a) -> int:
+    return a.__array_interface__["data"][0]
 
 
 def _filler(setters, out_setters):

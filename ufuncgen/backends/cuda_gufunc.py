@@ -25,6 +25,8 @@ from .cuda import (
     CudaDispatcher,
     _allocator,
     _array_operands,
+    _caster,
+    _clash_check,
     _check_out,
     _coalesce,
     _default_stream,
@@ -152,21 +154,6 @@ def _computed(dt: np.dtype) -> np.dtype:
     return np.dtype(np.float32) if np.dtype(dt) == np.float16 else np.dtype(dt)
 
 
-_CASTERS: dict = {}
-
-
-def _caster(src: np.dtype, dst: np.dtype):
-    """A cuda ufunc converting ``src`` arrays to ``dst`` on the device (same array kind out)."""
-    key = (src.str, dst.str)
-    cast = _CASTERS.get(key)
-    if cast is None:
-        from ..elementwise import ufunc
-        cast = ufunc("x", target="cuda")
-        cast._device_impl.compile((src,), (dst,))  # the one signature it takes (float16 has no spelling)
-        _CASTERS[key] = cast
-    return cast
-
-
 def _loop_strides(shape, strides, core_nd, bshape):
     """Byte strides of an operand over the broadcast loop dimensions (0 where it broadcasts)."""
     loop_shape = tuple(shape[:len(shape) - core_nd])
@@ -231,6 +218,7 @@ class _GuDevicePlan:
 
     def __init__(self, disp, args, kinds, is_array, storage, compute, out_compute, result, out, out_kinds,
                  bshape, out_shapes):
+        self.disp = disp
         engine = disp.engine
         layout = disp._layout
         self.sim = sim = engine.simulator
@@ -286,16 +274,23 @@ class _GuDevicePlan:
             next(slots).value = s
         setters, out_setters = [], []
         op = 0
+        in_ops, out_ops = [], []  # (pointer slot, shape, strides, itemsize[, same view safe]) for _clash_check
         for j in range(nin):
             if not is_array[j]:
                 setters += _DevicePlan._scalar_setters(slots, j, compute[j], args[j], sim)
                 continue
             setters.append((self._array_slots(slots, full[op], sim), j, self._getter(full[op], sim)))
+            # NumPy copies an input that is the very output of a gufunc too (a core may read its
+            # row in any order); a row staged in shared memory is read whole before any write
+            same_ok = bool(spec.staged) and spec.staged[j]
+            in_ops.append((setters[-1][0], *full[op][:2], full[op][2].itemsize, same_ok))
             op += 1
         for k in range(len(out_shapes)):
             out_setters.append((self._array_slots(slots, full[op], sim), k, self._getter(full[op], sim)))
+            out_ops.append((out_setters[-1][0], *full[op][:2], full[op][2].itemsize))
             op += 1
         self.fill = _filler(setters, out_setters)
+        self.clash = None if out is None else _clash_check(in_ops, out_ops, sim)
         self.allocs = () if out is not None else tuple(
             _allocator(result_kind, shape, dt, "C", engine) for shape, dt in zip(out_shapes, out_store, strict=True))
         self.nout = len(out_shapes)
@@ -351,5 +346,9 @@ class _GuDevicePlan:
             launcher = self.launcher
             with launcher.lock:
                 self.fill(args, out)
-                launcher.launch(self.grid, self.block, s, self.shared)
+                clash = self.clash is not None and self.clash()
+                if not clash:
+                    launcher.launch(self.grid, self.block, s, self.shared)
+            if clash:
+                return self.disp._through_new_outputs(args, out, stream)
         return out[0] if self.nout == 1 else out
