@@ -331,6 +331,37 @@ def test_out_overlapping_an_input_other_than_element_for_element(axpy, kind):
     np.testing.assert_allclose(get(d)[5:15], x[:10] - 1, rtol=1e-14)
 
 
+def test_overlap_check_on_driver_pointers():
+    """The driver's check reads addresses from ctypes slots (the GPU path; CI runs the simulator)."""
+    import ctypes
+
+    from ufuncgen.backends.cuda import _clash_check
+
+    def slot(address):
+        return ctypes.c_uint64(address)
+
+    x, y, o = slot(1000), slot(5000), slot(0)
+    row = ((100,), (8,), 8)                                    # 100 float64, contiguous
+    check = _clash_check([(x, *row, True), (y, *row, True)], [(o, *row)], sim=False)
+    for out_at, clash in [(1000, False), (1008, True), (992, True), (1800, False), (200, False), (201, True),
+                          (4200, False), (4201, True)]:
+        o.value = out_at
+        assert check() is clash, out_at
+    back = ((100,), (-8,), 8)                                  # reversed view ending at its element 0
+    o.value = 1000
+    assert _clash_check([(x, *row, True)], [(o, *back)], sim=False)()
+    o.value = 1000 + 99 * 8
+    assert _clash_check([(x, *row, True)], [(o, *back)], sim=False)()
+    o.value = 1000 + 99 * 8 + 800
+    assert not _clash_check([(x, *row, True)], [(o, *back)], sim=False)()
+    o.value = 1000                                             # the same view is a clash where not safe
+    assert _clash_check([(x, *row, False)], [(o, *row)], sim=False)()
+    broadcast = ((100,), (0,), 8)                              # one element read by every thread
+    o.value = 1000
+    assert _clash_check([(x, *broadcast, True)], [(o, *row)], sim=False)()
+    assert _clash_check([], [(o, *row)], sim=False) is None
+
+
 def test_stream_argument(axpy):
     s = cuda.stream()
     x = RNG.normal(size=777)

@@ -537,14 +537,14 @@ class _DevicePlan:
             for s in shape:
                 next(slots).value = s
         setters = []
-        in_slots = set()  # the data-pointer slots of array inputs
+        in_slots = set()  # ids of the data-pointer slots of array inputs
         op = 0
         for j, (k, arr) in enumerate(zip(kinds, is_array, strict=True)):
             if not arr:
                 setters += self._scalar_setters(slots, j, spec.in_storage[j], args[j], sim)
                 continue
             setters.append((next(slots), j, self._pointer_getter(k, sim)))
-            in_slots.add(setters[-1][0])
+            in_slots.add(id(setters[-1][0]))  # ctypes slots do not hash
             if layout is not None:
                 shape_j, strides_j, dt = in_desc[j]
                 next(slots).value = _low_offset(shape_j, strides_j, dt.itemsize) if sim else 0
@@ -563,7 +563,7 @@ class _DevicePlan:
         self.fill = _filler(setters, out_setters)
         self.clash = None if out is None else _clash_check(
             [(slot, in_desc[j][0], in_desc[j][1], in_desc[j][2].itemsize, True) for slot, j, _ in setters
-             if is_array[j] and slot in in_slots],
+             if is_array[j] and id(slot) in in_slots],
             [(slot, d[0], d[1], d[2]) for (slot, _j, _g), d in zip(out_setters, out_desc, strict=True)], sim)
         self.allocs = () if out is not None else tuple(_allocator(result_kind, bshape, dt, order, engine)
                                                          for dt in out_store)
@@ -673,13 +673,21 @@ def _clash_check(ins, outs, sim: bool):
             return False
         return clash_sim
 
-    def clash():
-        for islot, (ilo, ihi), oslot, (olo, ohi), same in pairs:
-            p, q = islot.value, oslot.value
-            if p + ilo < q + ohi and q + olo < p + ihi and not (same and p == q):
-                return True
-        return False
-    return clash
+    # the hot path of every call with out=: one straight-line expression over the slots, generated
+    # from the plan's numbers (never from user text), ~0.2 us rather than ~0.9 us as a loop
+    ns: dict = {}
+    names: dict = {}  # id(slot) -> local name: each slot is read once
+    terms = []
+    for islot, (ilo, ihi), oslot, (olo, ohi), same in pairs:
+        p, q = (names.setdefault(id(sl), f"v{len(names)}") for sl in (islot, oslot))
+        ns["s" + p[1:]], ns["s" + q[1:]] = islot, oslot
+        # [p + ilo, p + ihi) and [q + olo, q + ohi) intersect
+        term = f"{olo - ihi} < {p} - {q} < {ohi - ilo}"
+        terms.append(f"({term} and {p} != {q})" if same else f"({term})")
+    reads = "".join(f"    {v} = s{v[1:]}.value\n" for v in names.values())
+    code = "def clash():\n" + reads + "    return " + " or ".join(terms) + "\n"
+    exec(compile(code, "<ufuncgen cuda overlap check>", "exec"), ns)  # noqa: S102 - our text
+    return ns["clash"]
 
 
 def _address(a) -> int:
