@@ -190,6 +190,9 @@ def shared_bytes(itemsizes, core_lens, rows: int) -> list:
 
 def _staged_launcher(spec: GuLaunchSpec, names: str) -> list:
     """The tiled launcher body (module docstring): staged rows copied through shared memory."""
+    if spec.loop_ndim != 1 or any(core != 1 for core, st in zip(spec.in_core + spec.out_core, spec.staged,
+                                                                strict=True) if st):
+        raise ValueError("rows are staged for one loop dimension and operands of one core dimension")
     regions = spec.staged_dtypes()
     lines = ["from numba.cuda import types as _cuda_types", ""]
     lines += [f"_D_{op} = _cuda_types.{dt.name}" for op, dt in regions]  # numba types: the simulator needs them
