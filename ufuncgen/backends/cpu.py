@@ -29,6 +29,8 @@ from numba.core.registry import cpu_target
 from numba.np import numpy_support
 from numba.np.ufunc import _internal
 
+from . import vecmath
+
 __all__ = ["compile_kernel", "build_loop", "make_numpy_ufunc", "CompiledLoop", "BLOCK"]
 
 BLOCK = 256  # elements per block in the general path (stack buffers of at most 4 KiB each)
@@ -155,7 +157,7 @@ def build_loop(cres, in_dtypes: tuple, out_dtypes: tuple, name: str, want_ir: bo
         builder.ret_void()
 
         library.add_ir_module(module)
-        library.add_linking_library(cres.library)
+        vecmath.link_kernel(library, cres.library)  # = add_linking_library, with libmvec calls where in use
         address = library.get_pointer_to_function(loop.name)
         llvm_ir = library.get_llvm_str() if want_ir else None
     return CompiledLoop(address, tuple(map(np.dtype, in_dtypes)), tuple(map(np.dtype, out_dtypes)),

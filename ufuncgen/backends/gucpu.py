@@ -36,6 +36,7 @@ from numba.core.compiler_lock import global_compiler_lock
 from numba.core.registry import cpu_target
 from numba.np import numpy_support
 
+from . import vecmath
 from .cpu import CompiledLoop, _flags
 
 __all__ = ["kernel_types", "compile_gukernel", "build_guloop", "dim_order"]
@@ -136,7 +137,7 @@ def build_guloop(cres, layout, in_dtypes: tuple, out_dtypes: tuple, name: str) -
         builder.ret_void()
 
         library.add_ir_module(module)
-        library.add_linking_library(cres.library)
+        vecmath.link_kernel(library, cres.library)  # = add_linking_library, with libmvec calls where in use
         address = library.get_pointer_to_function(loop.name)
     return CompiledLoop(address, tuple(map(np.dtype, in_dtypes)), tuple(map(np.dtype, out_dtypes)),
                         (library, cres.library, cres))
