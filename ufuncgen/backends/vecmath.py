@@ -22,7 +22,7 @@ divide-by-zero (inf from finite at a pole), overflow (inf from finite elsewhere)
 (subnormal result, or 0 where the function underflows to 0).
 
 Used when: Linux on x86-64, ``libmvec.so.1`` loads, and ``UFUNCGEN_VECTOR_MATH`` is not ``0``.
-The variants offered follow Numba's target features (SSE2 always, AVX2 where enabled): a variant
+The variant offered follows Numba's target features (AVX2 where enabled, else SSE2): a variant
 whose vector the target cannot pass in one register would not match libmvec's ABI.  ``state()``
 names what is used; it is part of the disk-cache key (``cachekey.cpu_device``), and computing it
 loads libmvec, so a stored loop that calls libmvec always finds it.
@@ -127,7 +127,7 @@ def _target_features() -> set:
 
 @functools.cache
 def state() -> str:
-    """``"off"``, or the libmvec variants in use (``"libmvec:b,d"``); loads libmvec when on."""
+    """``"off"``, or the libmvec variant in use (``"libmvec:d"``: AVX2); loads libmvec when on."""
     if os.environ.get(ENV, "1").strip() == "0":
         return "off"
     import platform
@@ -139,8 +139,10 @@ def state() -> str:
     except Exception:  # musl, old glibc, a container without it: the scalar calls stay
         return "off"
     features = _target_features()
+    # the widest only: the narrower one would serve the vectorised remainder loop, which is not
+    # measurably faster with it, and each variant costs a wrapper to compile (10-15% of a cold compile)
     isas = [isa for isa, feature, _ in _ISAS if feature is None or feature in features]
-    return "libmvec:" + ",".join(isas)
+    return "libmvec:" + isas[-1]
 
 
 def variants() -> list:
@@ -272,6 +274,15 @@ def _wrapper(wname: str, vname: str, ty: str, lanes: int, fn: Fn) -> str:
     return "\n".join(out)
 
 
+def _left_to_llvm(call: str, fn: Fn) -> bool:
+    """A fast-math call with a constant argument: LLVM rewrites it (Numba's cbrt is a fast
+    ``pow(x, 1/3)`` that LLVM turns into ``cbrt``; ``pow(x, 0.5)`` becomes ``sqrt``)."""
+    if fn.nargs < 2 or not re.search(r"call (?:[a-z]+ )*?(?:fast|afn) ", call):
+        return False
+    args = call[call.index("(", call.index("@")) + 1:-1].split(",")
+    return any("%" not in a for a in args)
+
+
 def mark_calls(text: str) -> str:
     """The module text with each call of a mapped function marked with its (wrapped) libmvec variants."""
     vs = variants()
@@ -284,6 +295,8 @@ def mark_calls(text: str) -> str:
 
     def mark(m):
         callee = m.group(2)
+        if _left_to_llvm(m.group(1), table[callee][2]):
+            return m.group(1)
         if callee not in marks:
             base, single, fn = table[callee]
             ty = "float" if single else "double"
