@@ -7,7 +7,8 @@ flow is parse -> key -> codegen -> build).  Its parts:
   the expressions, and the argument order), so two spellings with one canonical form share an
   entry; the input and output dtypes; the backend; the options (fastmath, cse);
 * the device: LLVM's target triple, CPU name and features as Numba's codegen sees them (so
-  ``NUMBA_CPU_NAME`` is honoured), and Numba's optimisation level;
+  ``NUMBA_CPU_NAME`` is honoured), Numba's optimisation level, and the vector math library the
+  loop calls (``backends/vecmath.py``; ``UFUNCGEN_VECTOR_MATH=0`` builds differ);
 * the versions of ufuncgen, Numba, llvmlite, NumPy, SymPy and Python, and a hash of ufuncgen's own
   source files, which stands for the generated kernel source and the loop builder: changed code
   generation never loads an old entry, even in a checkout without a version bump.
@@ -59,10 +60,15 @@ def versions() -> tuple:
 
 @functools.cache
 def cpu_device() -> tuple:
-    """Numba's own description of the code it generates: (triple, CPU name, features), and -O level."""
+    """Numba's own description of the code it generates: (triple, CPU name, features), -O level, and
+    the vector math in use (``backends/vecmath.state()``: a loop that calls libmvec differs from one
+    that does not; computing it loads libmvec, which a stored loop that calls it needs)."""
     from numba.core import config
     from numba.core.registry import cpu_target
-    return tuple(cpu_target.target_context.codegen().magic_tuple()) + (("opt", config.OPT),)
+
+    from .backends import vecmath
+    return tuple(cpu_target.target_context.codegen().magic_tuple()) + (("opt", config.OPT),
+                                                                         ("vecmath", vecmath.state()))
 
 
 @functools.cache

@@ -282,8 +282,8 @@ def _formula_problem(raw: _Raw, key: str, err: Exception) -> Problem:
 
 def _check_entry(raw: _Raw, problems: list) -> Entry | None:
     from .dtypes import parse_signatures
-    from .formula import make_formula
     from .elementwise import TARGETS
+    from .formula import make_formula
 
     name = raw.name
     n_problems = len(problems)

@@ -249,7 +249,7 @@ def _split_division(e):
 
 
 def make_typer(symbols: tuple, in_dtypes: tuple) -> _Infer:
-    return _Infer(dict(zip(symbols, in_dtypes)), tuple(in_dtypes))
+    return _Infer(dict(zip(symbols, in_dtypes, strict=True)), tuple(in_dtypes))
 
 
 def infer_output_dtypes(exprs: tuple, symbols: tuple, in_dtypes: tuple) -> tuple:

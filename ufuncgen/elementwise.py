@@ -227,7 +227,7 @@ class UFunc(FormulaIntrospection, functools.partial):
             return result
         outs = out if isinstance(out, tuple) else (out,)
         results = result if isinstance(result, tuple) else (result,)
-        for o, r in zip(outs, results):
+        for o, r in zip(outs, results, strict=True):
             np.copyto(o, r, where=where, casting=kwargs.get("casting", "same_kind"))
         return outs[0] if len(outs) == 1 else outs
 

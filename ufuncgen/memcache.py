@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["BoundedCache", "LOOPS", "CACHES"]
 

@@ -29,6 +29,8 @@ from numba.core.registry import cpu_target
 from numba.np import numpy_support
 from numba.np.ufunc import _internal
 
+from . import vecmath
+
 __all__ = ["compile_kernel", "build_loop", "make_numpy_ufunc", "CompiledLoop", "BLOCK"]
 
 BLOCK = 256  # elements per block in the general path (stack buffers of at most 4 KiB each)
@@ -146,7 +148,7 @@ def _new_loop(cres, name: str, restype, argtypes):
 def _finish_loop(library, cres, loop) -> int:
     """Link the kernel in and compile the loop's library: the loop's address."""
     library.add_ir_module(loop.module)
-    library.add_linking_library(cres.library)
+    vecmath.link_kernel(library, cres.library)  # = add_linking_library, with libmvec calls where in use
     return library.get_pointer_to_function(loop.name)
 
 
@@ -170,8 +172,6 @@ def build_loop(cres, in_dtypes: tuple, out_dtypes: tuple, name: str, want_ir: bo
             ops.append(_Operand(ctx, builder, args, steps, k, ty, buf))
         ins, outs = ops[:nin], ops[nin:]
         n = builder.load(dims)
-        zero = ir.Constant(intp, 0)
-        one = ir.Constant(intp, 1)
 
         helpers = _CopyHelpers(loop.module, ctx, intp, streams=_can_stream(ctx))
         _block_loop(ctx, builder, ins, outs, n, kfunc, restype, argtypes, nout, intp, helpers)
@@ -308,22 +308,22 @@ def _block_loop(ctx, builder, ins, outs, n, kfunc, restype, argtypes, nout, intp
         rest = builder.sub(n, start)
         m = builder.select(builder.icmp_signed("<", rest, blk), rest, blk)
         qs = []
-        for op, pre in zip(ins, prefilled):
+        for op, pre in zip(ins, prefilled, strict=True):
             direct = builder.icmp_signed("==", op.step, op.size)
             qs.append(builder.select(direct, builder.gep(op.typed_base, [start]), op.buffer_ptr(builder)))
             with builder.if_then(builder.and_(builder.not_(direct), builder.not_(pre))):
                 helpers.gather(builder, op, start, m)
         qo = []
-        for op, stream in zip(outs, streams):
+        for op, stream in zip(outs, streams, strict=True):
             direct = builder.icmp_signed("==", op.step, op.size)
             in_place = direct if stream is None else builder.and_(direct, builder.not_(stream))
             qo.append((builder.select(in_place, builder.gep(op.typed_base, [start]), op.buffer_ptr(builder)), direct))
         with cgutils.for_range(builder, m, intp=intp) as lp:
-            vals = [op.load_at(builder, q, lp.index) for op, q in zip(ins, qs)]
+            vals = [op.load_at(builder, q, lp.index) for op, q in zip(ins, qs, strict=True)]
             res = _call_kernel(ctx, builder, kfunc, restype, argtypes, vals, nout)
-            for (q, _d), op, v in zip(qo, outs, res):
+            for (q, _d), op, v in zip(qo, outs, res, strict=True):
                 op.store_at(builder, q, lp.index, v)
-        for (q, direct), op, stream in zip(qo, outs, streams):
+        for (_q, direct), op, stream in zip(qo, outs, streams, strict=True):
             with builder.if_then(builder.not_(direct)):
                 helpers.scatter(builder, op, start, m)
             if stream is not None:

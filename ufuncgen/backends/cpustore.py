@@ -11,7 +11,8 @@ that names the loop symbol.  The fields are length-prefixed bytes (``diskcache.p
 The loop needs nothing from the process that compiled it: NRT is off and there is no CPython
 wrapper, so Numba's environment global (a zero-filled common symbol in the object) is never read;
 the undefined symbols are libm functions and Numba's C helpers (``numba_gamma``, ...), which Numba's
-CPU target registers with LLVM when it starts.
+CPU target registers with LLVM when it starts, and libmvec's vector functions where the loop was
+built with them (``vecmath``: loaded before the object, and part of the key).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from numba.core.compiler_lock import global_compiler_lock
 from numba.core.registry import cpu_target
 
 from ..diskcache import pack, unpack
+from . import vecmath
 from .cpu import CompiledLoop
 
 __all__ = ["dumps", "loads"]
@@ -67,6 +69,7 @@ def loads(data: bytes, in_dtypes: tuple, out_dtypes: tuple) -> CompiledLoop:
     if not _NAME.fullmatch(name) or ins != _dtypes(in_dtypes) or outs != _dtypes(out_dtypes):
         raise ValueError(f"payload is for loop {name} ({ins.decode()} -> {outs.decode()}), "
                          f"not ({_dtypes(in_dtypes).decode()} -> {_dtypes(out_dtypes).decode()})")
+    vecmath.state()  # loads libmvec where in use: the object may call it (the key says it was built so)
     with global_compiler_lock:
         codegen = cpu_target.target_context.codegen()
         library = codegen.unserialize_library((name, "object", (bytes(obj), _symbol_stub(name))))
