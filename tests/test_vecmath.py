@@ -126,16 +126,19 @@ def _warnings(fn, *args) -> set:
     return {str(w.message).split(" encountered")[0] for w in caught if issubclass(w.category, RuntimeWarning)}
 
 
+@pytest.fixture(params=sorted(CASES), scope="class")
+def built(request):
+    """(name, formula, reference, loop with vector math, loop without) for the test class's dtype."""
+    name = request.param
+    formula, ref = CASES[name]
+    dtype = request.cls.dtype
+    return name, formula, ref, _build(formula, dtype, True), _build(formula, dtype, False)
+
+
 class VecmathCase:
     """One libmvec function for one dtype: values, specials and warnings against the scalar build."""
 
     dtype = None
-
-    @pytest.fixture(params=sorted(CASES), scope="class")
-    def built(self, request):
-        name = request.param
-        formula, ref = CASES[name]
-        return name, formula, ref, _build(formula, self.dtype, True), _build(formula, self.dtype, False)
 
     @needs_libmvec
     def test_calls_libmvec(self, built):
