@@ -25,6 +25,7 @@ from sympy.printing.str import StrPrinter
 from .dtypes import _is_true_division, _split_division, dtype_name, make_typer
 from .errors import FormulaError
 from .functions import BY_SYMPY
+from .parse import remake
 
 __all__ = ["KernelSource", "generate_kernel", "register_source", "safe_param_names", "MAX_EXPAND_POWER"]
 
@@ -362,18 +363,7 @@ def rebuild(e, mapping: dict):
         return hit
     if e.is_Atom or not e.args:
         return e
-    return _remake(e, [rebuild(a, mapping) for a in e.args])
-
-
-def _remake(e, args):
-    """``e`` over new arguments, rebuilt unevaluated (see ``rebuild``); ``e`` itself if none changed."""
-    args = tuple(args)
-    if args == e.args:
-        return e
-    try:
-        return e.func(*args, evaluate=False)
-    except TypeError:
-        return e.func(*args)
+    return remake(e, [rebuild(a, mapping) for a in e.args])
 
 
 def _is_trivial(e) -> bool:

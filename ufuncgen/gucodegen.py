@@ -21,10 +21,10 @@ import hashlib
 import numpy as np
 import sympy as sp
 
-from .codegen import KernelPrinter, KernelSource, _remake, _safe, common_subexpressions, rebuild, safe_param_names
+from .codegen import KernelPrinter, KernelSource, _safe, common_subexpressions, rebuild, safe_param_names
 from .dtypes import _Infer, dtype_name, literal_dtype
 from .indexing import Idx, IndexedFormula, ReduceSum, Reduction, free_indices, split_subscript, substitute_index
-from .parse import is_condition
+from .parse import is_condition, remake
 
 __all__ = ["generate_gukernel", "GuTyper", "reduction_dtype", "output_dtypes"]
 
@@ -266,7 +266,7 @@ class _Lowering:
             return self._split_mul(e, chain)
         if len(chain) > 1 and isinstance(e, sp.Add):
             return self._split_add(e, chain)
-        return _remake(e, [self.lower(a, chain) for a in e.args])
+        return remake(e, [self.lower(a, chain) for a in e.args])
 
     def _split_add(self, e, chain):
         inner = len(chain) - 1
@@ -482,7 +482,7 @@ def _replace_free(e, old, index: Idx, new):
         return new
     if not e.args or (isinstance(e, Reduction) and e.index == index):
         return e
-    return _remake(e, [_replace_free(a, old, index, new) for a in e.args])
+    return remake(e, [_replace_free(a, old, index, new) for a in e.args])
 
 
 def _hoistable(e) -> bool:

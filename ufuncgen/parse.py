@@ -764,13 +764,21 @@ def fold_cases(e):
     args = [fold_cases(a) for a in e.args]
     at = next((k for k, a in enumerate(args) if isinstance(a, sp.Piecewise)), None)
     if at is None:
-        return _unevaluated(e.func, args)
-    return sp.Piecewise(*[(fold_cases(_unevaluated(e.func, args[:at] + [x] + args[at + 1:])), c)
+        return remake(e, args)
+    return sp.Piecewise(*[(fold_cases(remake(e, args[:at] + [x] + args[at + 1:])), c)
                           for x, c in args[at].args], evaluate=False)
 
 
-def _unevaluated(func, args):
+def remake(e, args):
+    """``e`` over new arguments, rebuilt *unevaluated*; ``e`` itself if none changed.
+
+    Rebuilding with evaluation applies identities that change values at singular points
+    (``sin(atan2(x, x))`` becomes ``x/sqrt(2*x**2)``, nan at 0) and evaluates huge constants exactly.
+    """
+    args = tuple(args)
+    if args == e.args:
+        return e
     try:
-        return func(*args, evaluate=False)
+        return e.func(*args, evaluate=False)
     except TypeError:
-        return func(*args)
+        return e.func(*args)

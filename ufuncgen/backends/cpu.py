@@ -19,6 +19,7 @@ milliseconds of Numba's own kernel compile.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -173,7 +174,7 @@ def build_loop(cres, in_dtypes: tuple, out_dtypes: tuple, name: str, want_ir: bo
         ins, outs = ops[:nin], ops[nin:]
         n = builder.load(dims)
 
-        helpers = _CopyHelpers(loop.module, ctx, intp, streams=_can_stream(ctx))
+        helpers = _CopyHelpers(loop.module, ctx, intp, streams=_can_stream())
         _block_loop(ctx, builder, ins, outs, n, kfunc, restype, argtypes, nout, intp, helpers)
         builder.ret_void()
         address = _finish_loop(library, cres, loop)
@@ -262,7 +263,9 @@ class _CopyHelpers:
         builder.call(fn, [])
 
 
-def _can_stream(ctx) -> bool:
+@functools.cache
+def _can_stream() -> bool:
+    """Non-temporal stores and ``sfence`` as written here are x86-64's."""
     import llvmlite.binding as llvm
 
     return llvm.get_process_triple().startswith("x86_64")

@@ -537,14 +537,14 @@ class _DevicePlan:
             for s in shape:
                 next(slots).value = s
         setters = []
-        in_slots = set()  # ids of the data-pointer slots of array inputs
+        in_ops = []  # (pointer slot, shape, strides, itemsize, same view safe) of array inputs, for _clash_check
         op = 0
         for j, (k, arr) in enumerate(zip(kinds, is_array, strict=True)):
             if not arr:
                 setters += self._scalar_setters(slots, j, spec.in_storage[j], args[j], sim)
                 continue
             setters.append((next(slots), j, self._pointer_getter(k, sim)))
-            in_slots.add(id(setters[-1][0]))  # ctypes slots do not hash
+            in_ops.append((setters[-1][0], in_desc[j][0], in_desc[j][1], in_desc[j][2].itemsize, True))
             if layout is not None:
                 shape_j, strides_j, dt = in_desc[j]
                 next(slots).value = _low_offset(shape_j, strides_j, dt.itemsize) if sim else 0
@@ -562,9 +562,7 @@ class _DevicePlan:
             op += 1
         self.fill = _filler(setters, out_setters)
         self.clash = None if out is None else _clash_check(
-            [(slot, in_desc[j][0], in_desc[j][1], in_desc[j][2].itemsize, True) for slot, j, _ in setters
-             if is_array[j] and id(slot) in in_slots],
-            [(slot, d[0], d[1], d[2]) for (slot, _j, _g), d in zip(out_setters, out_desc, strict=True)], sim)
+            in_ops, [(slot, *d) for (slot, _j, _g), d in zip(out_setters, out_desc, strict=True)], sim)
         self.allocs = () if out is not None else tuple(_allocator(result_kind, bshape, dt, order, engine)
                                                          for dt in out_store)
         self.alloc1 = self.allocs[0] if len(self.allocs) == 1 else None

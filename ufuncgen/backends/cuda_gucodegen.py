@@ -47,9 +47,14 @@ from ..codegen import KernelSource
 from ..gucodegen import GuPrinter, generate_gukernel
 from .cuda_codegen import _PRELUDE, CudaKernelPrinter, Param, storage_dtype
 
-__all__ = ["CudaGuPrinter", "GuLaunchSpec", "gukernel_module_source", "shared_bytes", "STAGED_KINDS"]
+__all__ = ["CudaGuPrinter", "GuLaunchSpec", "gukernel_module_source", "shared_bytes", "can_stage", "STAGED_KINDS"]
 
 STAGED_KINDS = "iuf"  # dtype kinds whose rows may be staged in shared memory
+
+
+def can_stage(core_ndim: int, dt) -> bool:
+    """Whether an operand's rows can be staged: one core dimension (as the layout has it) of numbers."""
+    return core_ndim == 1 and np.dtype(dt).kind in STAGED_KINDS
 
 
 class CudaGuPrinter(GuPrinter, CudaKernelPrinter):

@@ -34,7 +34,7 @@ from .cuda import (
     _filler,
     _HostPlan,
 )
-from .cuda_gucodegen import STAGED_KINDS, GuLaunchSpec, gukernel_module_source, shared_bytes
+from .cuda_gucodegen import GuLaunchSpec, can_stage, gukernel_module_source, shared_bytes
 
 __all__ = ["CudaGufuncDispatcher"]
 
@@ -73,8 +73,7 @@ class CudaGufuncDispatcher(CudaDispatcher):
         spec = GuLaunchSpec(("a",) * len(ins), cores, storage, compute, tuple(out_compute), outs,
                             tuple(max(1, n) for n in out_cores), 1)
         self._kernel(spec)
-        staged = tuple(n == 1 and dt.kind in STAGED_KINDS for n, dt in zip(cores + out_cores, storage + outs,
-                                                                         strict=True))
+        staged = tuple(can_stage(n, dt) for n, dt in zip(cores + out_cores, storage + outs, strict=True))
         if any(staged[len(ins):]) and TUNING["gu_stage_smem"]:
             self._kernel(dataclasses.replace(spec, staged=staged))
 
@@ -191,7 +190,7 @@ def _staging(ops, cores, nout: int, loop_shape, loop_strides, sim: bool):
     none = [False] * len(ops), 0, 0
     if len(loop_shape) != 1 or not TUNING["gu_stage_smem"]:
         return none
-    staged = [core == 1 and loop[0] != 0 and dt.kind in STAGED_KINDS
+    staged = [can_stage(core, dt) and loop[0] != 0
               for (_shape, _strides, dt, _nd, _kind), core, loop in zip(ops, cores, loop_strides, strict=True)]
     if not any(staged[len(ops) - nout:]):
         return none
